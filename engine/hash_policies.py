@@ -1,0 +1,120 @@
+"""Key-based policies: consistent hashing (optionally with bounded loads) and Maglev.
+
+The ring keeps every configured server, whatever its health: a key whose owner is down
+walks clockwise to the next acceptable server and comes home when the owner recovers,
+so health changes move only the keys of the server that changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from engine.hashring import ConsistentHash
+from engine.policies import Policy, RoundRobin
+from engine.server import Server
+
+if TYPE_CHECKING:
+    from engine.maglev import Maglev
+
+
+class ConsistentHashPolicy(Policy):
+    """Consistent hashing on a request key, with optional bounded loads.
+
+    ``balance_factor`` (HAProxy's ``hash-balance-factor`` as a ratio, e.g. 1.25) caps any
+    server at ceil(c x average in-flight), the Mirrokni-Thorup-Zadimoghaddam scheme: a
+    hot key spills to the next server on the ring instead of overloading its owner.
+    """
+
+    name = "consistent_hash"
+    uses_key = True
+
+    def __init__(
+        self,
+        servers: Iterable[Server] = (),
+        *,
+        virtual_nodes: int | None = None,
+        balance_factor: float | None = None,
+        compat: str | None = None,
+    ) -> None:
+        super().__init__(servers)
+        self.balance_factor = balance_factor
+        self._virtual_nodes = virtual_nodes
+        self._compat = compat
+        self._fallback = RoundRobin()
+        self.ring = self._build(self.servers)
+
+    def _build(self, servers: Sequence[Server]) -> ConsistentHash:
+        nodes = {s.name: s.weight for s in servers}
+        if self._virtual_nodes is None:
+            return ConsistentHash(nodes, compat=self._compat)
+        return ConsistentHash(nodes, self._virtual_nodes, compat=self._compat)
+
+    def update(self, servers: Sequence[Server]) -> None:
+        super().update(servers)
+        wanted = {s.name: s.weight for s in servers}
+        current = self.ring.nodes
+        if self._compat:  # ketama's point counts depend on the whole list: rebuild
+            if wanted != current:
+                self.ring = self._build(servers)
+            return
+        for name in [n for n in current if n not in wanted]:
+            self.ring.remove_node(name)
+        for name, weight in wanted.items():
+            if current.get(name) != weight:
+                self.ring.add_node(name, weight)
+
+    def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
+        if not candidates:
+            return None
+        if key is None:
+            return self._fallback.pick(candidates)
+        by_name = {s.name: s for s in candidates}
+        cap = math.inf
+        if self.balance_factor:
+            in_flight = sum(s.active_connections for s in candidates)
+            cap = math.ceil(self.balance_factor * (in_flight + 1) / len(candidates))
+        first_fit: Server | None = None
+        for name in self.ring.iter_nodes(key):
+            server = by_name.get(name)
+            if server is None:
+                continue
+            if server.active_connections < cap:
+                return server
+            if first_fit is None:
+                first_fit = server
+        # Candidates not on the ring (weight 0) or all at the cap: keep serving.
+        return first_fit or self._fallback.pick(candidates)
+
+
+class MaglevPolicy(Policy):
+    """Maglev hashing: a lookup table over the servers that may take traffic now."""
+
+    name = "maglev"
+    uses_key = True
+
+    def __init__(self, servers: Iterable[Server] = (), table_size: int = 65537) -> None:
+        super().__init__(servers)
+        self.table_size = table_size
+        self._members: tuple[tuple[str, int], ...] = ()
+        self.table: Maglev | None = None
+        self._fallback = RoundRobin()
+
+    def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
+        if not candidates:
+            return None
+        if key is None:
+            return self._fallback.pick(candidates)
+        members = tuple((s.name, s.weight) for s in candidates)
+        if self.table is None or members != self._members:
+            # Maglev rebuilds its table when the healthy set changes.
+            from engine.maglev import Maglev
+
+            self.table = Maglev(dict(members), self.table_size)
+            self._members = members
+        name = self.table.get_node(key)
+        for server in candidates:
+            if server.name == name:
+                return server
+        return self._fallback.pick(candidates)

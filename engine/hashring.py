@@ -1,0 +1,540 @@
+"""Consistent hashing ring: balanced default mode and a libketama-compatible mode.
+
+The ring is one sorted ``uint64`` numpy array. Each entry packs a point's position in
+its high 48 bits and its owner's slot (0..65535) in the low 16 bits, so a lookup is a
+single search that yields the owner too, and adding a node is one merge of its sorted
+points instead of a re-sort. Keys compare on the high 48 bits only (their low 16 bits
+are masked), so the slot number never influences which point a key lands on.
+
+Determinism: points come from XXH3 of the node name (never Python's ``hash()``), and
+two points of different nodes on the same 48-bit position are ordered by node name (a
+full rebuild numbers slots in name order; an incremental add that would create such a
+tie falls back to a rebuild). The mapping is therefore a function of the membership
+alone, whatever order nodes were added in, on any machine.
+
+Lookups go through a lazily built bucket index over the top bits of the hash (about
+two buckets per point): a key's bucket gives the index of the first point at or after
+the bucket start, and only keys whose bucket holds points scan a few entries.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.hashing import (
+    PointStream,
+    hash64_many,
+    ketama_hash,
+    ketama_hash_many,
+    ketama_points,
+)
+from engine.hashing import _xxh3 as _xxh3_bytes
+
+__all__ = ["DEFAULT_VIRTUAL_NODES", "KETAMA_POINTS", "ConsistentHash", "KeyLocation", "RingSnapshot"]
+
+DEFAULT_VIRTUAL_NODES = 4096
+"""Points per weight unit in the default mode.
+
+A node's share of the hash space is a sum of V exponential gaps, so its relative spread
+is about 1/sqrt(V). Over 100 servers the largest share sits about 2.5-3 sigma above
+the mean; to keep peak-to-mean <= 1.05 for almost any set of names that needs V of a
+few thousand (simulated over random 100-server rings: V=2500 meets 1.05 in about half,
+V=4096 in about 95%, see tests/bench/RESULTS_hashring.md). Movement stays at the
+optimum (only keys of the changed node move) and one add moves about 1/(N+1) +- 1.6%.
+The cost is memory (8 bytes per point: 3.3 MB at 100 servers) and O(points) merges,
+which numpy does in about a millisecond.
+"""
+
+KETAMA_POINTS = 160
+"""libketama's points per server at average weight: 40 MD5 digests x 4 points."""
+
+_IDX_BITS = 16
+_IDX_MASK = (1 << _IDX_BITS) - 1
+_MAX_NODES = 1 << _IDX_BITS
+_POS_MASK = ((1 << 64) - 1) ^ _IDX_MASK
+_POS_MASK_U = np.uint64(_POS_MASK)
+_MAX_POINTS = 1 << 25  # 256 MB of ring: past this the weights or virtual_nodes are a mistake
+_LOW16 = 0 if sys.byteorder == "little" else 3  # offset of the low 16 bits in a uint64
+
+U64 = npt.NDArray[np.uint64]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLocation:
+    """Where a key lands: its hash, ring position (0..1), owner and the next distinct nodes."""
+
+    key: str
+    hash: int
+    position: float
+    owner: str | None
+    fallbacks: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RingSnapshot:
+    """Ring points (position 0..1, owner), sorted and maybe downsampled, plus exact shares."""
+
+    points: list[tuple[float, str]]
+    shares: dict[str, float]
+
+
+def _low16(ring: U64) -> npt.NDArray[np.uint16]:
+    """The owner slots of packed ring entries, as a strided view (no copy, no masking)."""
+    return ring.view(np.uint16)[_LOW16::4]
+
+
+def _check_weight(weight: int) -> int:
+    w = operator.index(weight)
+    if w < 0:
+        raise ValueError(f"weight must be >= 0, got {weight!r}")
+    return w
+
+
+def _parse_nodes(nodes: Iterable[str] | Mapping[str, int] | None) -> dict[str, int]:
+    if nodes is None:
+        return {}
+    if isinstance(nodes, str):
+        nodes = [nodes]
+    items: Iterable[tuple[str, int]]
+    items = nodes.items() if isinstance(nodes, Mapping) else ((n, 1) for n in nodes)
+    out: dict[str, int] = {}
+    for name, weight in items:
+        if not isinstance(name, str):
+            raise TypeError(f"node names must be str, got {name!r}")
+        out[name] = _check_weight(weight)
+    return out
+
+
+def _ketama_hashes(weight: int, total: int, servers: int, per_server: int) -> int:
+    """MD5 digests for one server, with libketama's float arithmetic reproduced.
+
+    libketama computes ``floorf((float)w / (float)total * 40.0 * (float)n)``: a float32
+    ratio, double products, then a float32 argument to floorf. Doing it all in double
+    gives 39 instead of 40 for e.g. 7 equal servers, so the float32 steps matter.
+    """
+    if total == 0 or weight == 0:
+        return 0
+    pct = np.float32(weight) / np.float32(total)
+    product = float(pct) * float(per_server) * float(np.float32(servers))
+    return math.floor(float(np.float32(product)))
+
+
+class ConsistentHash:
+    """Consistent hashing with virtual nodes; see the module docstring for the layout.
+
+    ``compat=None`` (default): 64-bit XXH3 keys, ``virtual_nodes`` (default
+    ``DEFAULT_VIRTUAL_NODES``) points per weight unit, balanced to about 1.04x at 100
+    servers with minimal movement. ``compat="ketama"``: maps keys exactly as libketama
+    (and uhashring's ketama mode) do; ``virtual_nodes`` is then points per server at
+    average weight (default 160, a multiple of 4) and any change rebuilds the ring,
+    because libketama's point counts depend on the whole server list.
+    """
+
+    __slots__ = (
+        "_ketama",
+        "_vnodes",
+        "_weights",
+        "_slot",
+        "_names",
+        "_free",
+        "_ring",
+        "_owning",
+        "_stream",
+        "_kcache",
+        "_dirty",
+        "_size",
+        "_start",
+        "_start_mv",
+        "_ring_mv",
+        "_bshift",
+        "_names_arr",
+    )
+
+    def __init__(
+        self,
+        nodes: Iterable[str] | Mapping[str, int] | None = None,
+        virtual_nodes: int | None = None,
+        *,
+        compat: str | None = None,
+    ) -> None:
+        if compat not in (None, "ketama"):
+            raise ValueError(f"unknown compat mode {compat!r}: use None or 'ketama'")
+        self._ketama = compat == "ketama"
+        if virtual_nodes is None:
+            virtual_nodes = KETAMA_POINTS if self._ketama else DEFAULT_VIRTUAL_NODES
+        vn = operator.index(virtual_nodes)
+        if vn < 1 or (self._ketama and vn % 4):
+            raise ValueError(
+                f"virtual_nodes must be >= 1{' and a multiple of 4 in ketama mode' if self._ketama else ''}, got {vn}"
+            )
+        self._vnodes = vn
+        self._weights: dict[str, int] = _parse_nodes(nodes)
+        self._slot: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._free: list[int] = []
+        self._ring: U64 = np.empty(0, dtype=np.uint64)
+        self._owning = 0
+        self._stream = PointStream()
+        self._kcache: dict[str, npt.NDArray[np.uint32]] = {}
+        self._dirty = True
+        self._size = 0
+        self._start: npt.NDArray[np.int64] = np.zeros(2, dtype=np.int64)
+        self._start_mv = memoryview(self._start)
+        self._ring_mv = memoryview(self._ring)
+        self._bshift = 63
+        self._names_arr: npt.NDArray[np.object_] = np.empty(0, dtype=object)
+        self._rebuild()
+
+    # ------------------------------------------------------------------ membership
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        """Known nodes and their weights (a copy), in insertion order."""
+        return dict(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._weights
+
+    def add_node(self, node: str, weight: int = 1) -> None:
+        """Add a node, or update its weight if it is already known."""
+        if not isinstance(node, str):
+            raise TypeError(f"node names must be str, got {node!r}")
+        w = _check_weight(weight)
+        if node in self._weights:
+            self.set_weight(node, w)
+            return
+        self._weights[node] = w
+        if self._ketama:
+            self._rebuild()
+            return
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self._names)
+            if slot >= _MAX_NODES:
+                del self._weights[node]
+                raise ValueError(f"at most {_MAX_NODES} nodes per ring")
+            self._names.append(None)
+        self._names[slot] = node
+        self._slot[node] = slot
+        if w:
+            self._owning += 1
+            self._insert(node, 0, w * self._vnodes)
+
+    def remove_node(self, node: str) -> None:
+        """Remove a node; only the keys it owned move. Unknown node: KeyError."""
+        if node not in self._weights:
+            raise KeyError(f"node {node!r} is not on the ring")
+        w = self._weights.pop(node)
+        if self._ketama:
+            self._rebuild()
+            return
+        slot = self._slot.pop(node)
+        self._names[slot] = None
+        self._free.append(slot)
+        if w:
+            self._owning -= 1
+            ring = self._ring
+            self._set_ring(ring[_low16(ring) != slot])
+
+    def set_weight(self, node: str, weight: int) -> None:
+        """Change a node's weight; 0 keeps it known but owning nothing. Unknown: KeyError."""
+        if node not in self._weights:
+            raise KeyError(f"node {node!r} is not on the ring")
+        w = _check_weight(weight)
+        old = self._weights[node]
+        if w == old:
+            return
+        self._weights[node] = w
+        if self._ketama:
+            self._rebuild()
+            return
+        self._owning += (w > 0) - (old > 0)
+        vn = self._vnodes
+        if w > old:  # the point stream is prefix-stable: grow or shrink its tail only
+            self._insert(node, old * vn, w * vn)
+        else:
+            self._delete(node, w * vn, old * vn)
+
+    # ------------------------------------------------------------------ ring building
+
+    def _set_ring(self, ring: U64) -> None:
+        if ring.size > _MAX_POINTS:
+            raise ValueError(
+                f"{ring.size} ring points exceed {_MAX_POINTS}: lower the weights or virtual_nodes"
+            )
+        self._ring = ring
+        self._size = int(ring.size)
+        self._dirty = True
+
+    def _node_points(self, node: str, start: int, stop: int) -> U64:
+        """Sorted packed points [start, stop) of a node's stream."""
+        pts = self._stream.points(_xxh3_bytes(node.encode()), start, stop)
+        pts &= _POS_MASK_U
+        pts |= np.uint64(self._slot[node])
+        pts.sort()
+        return pts
+
+    def _rebuild(self) -> None:
+        """Regenerate every point; slots are renumbered (name order, or list order for ketama)."""
+        names = list(self._weights) if self._ketama else sorted(self._weights)
+        if len(names) > _MAX_NODES:
+            raise ValueError(f"at most {_MAX_NODES} nodes per ring")
+        self._names = list(names)
+        self._slot = {n: i for i, n in enumerate(names)}
+        self._free = []
+        weights = [self._weights[n] for n in names]
+        if self._ketama:
+            total, per = sum(weights), self._vnodes // 4
+            hashes = [_ketama_hashes(w, total, len(names), per) for w in weights]
+            counts = [4 * h for h in hashes]
+            parts = [self._ketama_cached(n, h) for n, h in zip(names, hashes)]
+            pts = np.concatenate(parts).astype(np.uint64) if parts else np.empty(0, np.uint64)
+            pts <<= np.uint64(32)
+        else:
+            counts = [w * self._vnodes for w in weights]
+            if sum(counts) > _MAX_POINTS:
+                raise ValueError(f"{sum(counts)} ring points exceed {_MAX_POINTS}: lower the weights")
+            seeds = [_xxh3_bytes(n.encode()) for n in names]
+            pts = self._stream.points_many(seeds, counts)
+            pts &= _POS_MASK_U
+        pts |= np.repeat(np.arange(len(names), dtype=np.uint64), counts)
+        pts.sort()
+        self._owning = sum(1 for c in counts if c)
+        self._set_ring(pts)
+
+    def _ketama_cached(self, name: str, hashes: int) -> npt.NDArray[np.uint32]:
+        """libketama points are a prefix-stable stream too: cache the longest one computed."""
+        have = self._kcache.get(name)
+        if have is None or have.size < 4 * hashes:
+            have = ketama_points(name, hashes)
+            self._kcache[name] = have
+        return have[: 4 * hashes]
+
+    def _insert(self, node: str, start: int, stop: int) -> None:
+        """Merge points [start, stop) of a node into the ring (one pass, no re-sort)."""
+        pts = self._node_points(node, start, stop)
+        ring = self._ring
+        if ring.size == 0:
+            self._set_ring(pts)
+            return
+        if ring.size + pts.size > _MAX_POINTS:
+            raise ValueError(f"ring points would exceed {_MAX_POINTS}: lower the weights")
+        ins = np.searchsorted(ring, pts)
+        # A new point on the same 48-bit position as another node's point would be
+        # ordered by slot, which depends on history: rebuild to order it by name instead.
+        for nb in (ring.take(ins, mode="wrap"), ring.take(ins - 1, mode="wrap")):
+            nb ^= pts
+            if ((nb <= _IDX_MASK) & (nb != 0)).any():
+                self._rebuild()
+                return
+        self._set_ring(np.insert(ring, ins, pts))
+
+    def _delete(self, node: str, start: int, stop: int) -> None:
+        """Drop points [start, stop) of a node from the ring."""
+        pts = self._node_points(node, start, stop)
+        ring = self._ring
+        ins = np.searchsorted(ring, pts)
+        found = ring.take(ins, mode="clip")
+        if not np.array_equal(found, pts) or (ins[1:] == ins[:-1]).any():
+            self._rebuild()  # a point repeated within the node: astronomically rare
+            return
+        keep = np.ones(ring.size, dtype=bool)
+        keep[ins] = False
+        self._set_ring(ring[keep])
+
+    # ------------------------------------------------------------------ lookup index
+
+    def _reindex(self) -> None:
+        """Bucket index over the top k bits, with about two buckets per point."""
+        ring = self._ring
+        size = int(ring.size)
+        k = max(8, min(22, (2 * size).bit_length()))
+        shift = 64 - k
+        counts = np.bincount((ring >> np.uint64(shift)).astype(np.intp), minlength=1 << k)
+        start = np.zeros((1 << k) + 1, dtype=np.int32 if size < 2**31 else np.int64)
+        np.cumsum(counts, out=start[1:])
+        self._start = start
+        self._start_mv = memoryview(start)
+        self._ring_mv = memoryview(ring)
+        self._bshift = shift
+        self._names_arr = np.array([*self._names, None], dtype=object)
+        self._size = size
+        self._dirty = False
+
+    def _ring_hash(self, key: str) -> int:
+        """The key's 64-bit ring coordinate (ketama's 32-bit hash sits in the high half)."""
+        if self._ketama:
+            return ketama_hash(key) << 32
+        return _xxh3_bytes(key.encode())
+
+    def _find(self, rh: int) -> int:
+        """Index of the first point at or after ring coordinate rh (wrapping); ring non-empty."""
+        b = rh >> self._bshift
+        mv = self._start_mv
+        i, e = mv[b], mv[b + 1]
+        if i < e:
+            q = rh & _POS_MASK
+            ring = self._ring_mv
+            while i < e and ring[i] < q:
+                i += 1
+        return i if i < self._size else 0
+
+    def _find_many(self, rh: U64) -> npt.NDArray[np.intp]:
+        """Vectorized ``_find`` (without the wrap: index == size means point 0)."""
+        b = (rh >> np.uint64(self._bshift)).astype(np.intp)
+        start = self._start
+        i = start.take(b).astype(np.intp)
+        e = start.take(b + 1)
+        act = np.flatnonzero(i < e)  # only keys in buckets that hold points need a scan
+        if act.size:
+            q = rh.take(act)
+            q &= _POS_MASK_U
+            ii, ee, ring = i.take(act), e.take(act), self._ring
+            while act.size:
+                adv = ring.take(ii) < q
+                ii += adv
+                i[act] = ii
+                more = adv & (ii < ee)
+                act, ii, ee, q = act[more], ii[more], ee[more], q[more]
+        return i
+
+    # ------------------------------------------------------------------ lookups
+
+    def hash_key(self, key: str) -> int:
+        """The key's hash: XXH3-64 (default mode) or libketama's 32-bit MD5 hash."""
+        return ketama_hash(key) if self._ketama else _xxh3_bytes(key.encode())
+
+    def get_node(self, key: str) -> str | None:
+        """The owner of key: the first point clockwise from its hash. None when empty."""
+        if self._dirty:
+            self._reindex()
+        if not self._size:
+            return None
+        i = self._find(self._ring_hash(key))
+        return self._names[self._ring_mv[i] & _IDX_MASK]
+
+    def iter_nodes(self, key: str) -> Iterator[str]:
+        """The preference list, lazily: distinct nodes met walking clockwise from key."""
+        if self._dirty:
+            self._reindex()
+        if not self._size:
+            return iter(())
+        return self._walk(self._find(self._ring_hash(key)))
+
+    def _walk(self, i: int) -> Iterator[str]:
+        ring, mv, names, size, want = self._ring, self._ring_mv, self._names, self._size, self._owning
+        seen: set[int] = set()
+        j = i
+        steps = min(size, 64)
+        for _ in range(steps):  # almost every walk ends here: N nodes need ~N ln N points
+            s = mv[j] & _IDX_MASK
+            if s not in seen:
+                seen.add(s)
+                yield names[s]  # type: ignore[misc]
+                if len(seen) >= want:
+                    return
+            j = j + 1 if j + 1 < size else 0
+        scanned, chunk, slots = steps, 1024, _low16(ring)
+        while scanned < size:  # rare long tail (tiny weights): scan chunks in numpy
+            take = min(chunk, size - scanned)
+            owners = slots.take(np.arange(j, j + take), mode="wrap")
+            uniq, first = np.unique(owners, return_index=True)
+            for s in uniq[np.argsort(first)].tolist():
+                if s not in seen:
+                    seen.add(s)
+                    yield names[s]  # type: ignore[misc]
+                    if len(seen) >= want:
+                        return
+            j, scanned, chunk = (j + take) % size, scanned + take, chunk * 4
+
+    def get_nodes(self, key: str, n: int) -> list[str]:
+        """The first n distinct nodes clockwise from key (fewer if the ring has fewer)."""
+        if n <= 0:
+            return []
+        return list(islice(self.iter_nodes(key), n))
+
+    def get_nodes_many(self, keys: Sequence[str]) -> list[str | None]:
+        """``get_node`` for many keys at once: hashing and search vectorized."""
+        if self._dirty:
+            self._reindex()
+        if not self._size:
+            return [None] * len(keys)
+        if self._ketama:
+            rh = ketama_hash_many(keys).astype(np.uint64)
+            rh <<= np.uint64(32)
+        else:
+            rh = hash64_many(keys)
+        slots = _low16(self._ring).take(self._find_many(rh), mode="wrap")
+        return self._names_arr.take(slots).tolist()  # type: ignore[no-any-return]
+
+    def get_distribution(self, keys: Iterable[str] | None = None) -> dict[str, int]:
+        """How many of the keys (default ``key:0``..``key:9999``) each node owns, zeros included."""
+        if keys is None:
+            keys = [f"key:{i}" for i in range(10000)]
+        elif not isinstance(keys, Sequence):
+            keys = list(keys)
+        dist = dict.fromkeys(self._weights, 0)
+        for name, count in Counter(self.get_nodes_many(keys)).items():
+            if name is not None:
+                dist[name] = count
+        return dist
+
+    def shares(self) -> dict[str, float]:
+        """Each node's exact fraction of the hash space (sums to 1 unless the ring is empty).
+
+        Arcs are integers below 2^48, so float64 sums of them are exact.
+        """
+        out = dict.fromkeys(self._weights, 0.0)
+        ring = self._ring
+        if not ring.size:
+            return out
+        bits = 32 if self._ketama else 64 - _IDX_BITS
+        pos = ring >> np.uint64(64 - bits)
+        arcs = pos - np.roll(pos, 1)
+        arcs &= np.uint64((1 << bits) - 1)
+        slots = _low16(ring).astype(np.intp)
+        if not arcs.any():  # a single position: its first point owns the whole circle
+            out[self._names[int(slots[0])]] = 1.0  # type: ignore[index]
+            return out
+        sums = np.bincount(slots, weights=arcs.astype(np.float64), minlength=len(self._names))
+        space = float(1 << bits)
+        for slot, name in enumerate(self._names):
+            if name is not None:
+                out[name] = float(sums[slot]) / space
+        return out
+
+    def locate(self, key: str, fallbacks: int = 3) -> KeyLocation:
+        """Everything about one key: hash, position, owner and the next ``fallbacks`` nodes."""
+        h = self.hash_key(key)
+        nodes = self.get_nodes(key, 1 + max(0, fallbacks))
+        position = h / float(1 << (32 if self._ketama else 64))
+        return KeyLocation(key, h, position, nodes[0] if nodes else None, nodes[1:])
+
+    def snapshot(self, max_points: int | None = 2048) -> RingSnapshot:
+        """Ring points for drawing (evenly strided when over max_points) and exact shares."""
+        ring = self._ring
+        if max_points is not None and ring.size > max_points:
+            sel = np.linspace(0, ring.size - 1, max(0, max_points)).round().astype(np.intp)
+            ring = ring.take(sel)
+        shift = 32 if self._ketama else _IDX_BITS
+        pos = (ring >> np.uint64(shift)).astype(np.float64) / float(1 << (64 - shift))
+        names = self._names
+        points = [(p, names[s]) for p, s in zip(pos.tolist(), _low16(ring).tolist())]
+        return RingSnapshot(points, self.shares())  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        mode = "ketama" if self._ketama else "default"
+        return f"ConsistentHash({len(self._weights)} nodes, {self._size} points, {mode})"

@@ -1,0 +1,59 @@
+"""Header rules of RFC 9110/9112 for a proxy: hop-by-hop removal and forwarding headers.
+
+Names are compared lower-cased as bytes; everything forwarded keeps the sender's case
+and order.
+"""
+
+from __future__ import annotations
+
+# Never forwarded as received: connection-scoped (RFC 9110 7.6.1) or framing that the
+# proxy re-creates itself (Transfer-Encoding), plus the proxy-only fields.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_HOST_FORBIDDEN = set(b" \t\r\n/\\@?#,\"<>{}|^`") | set(range(0, 32)) | {127}
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Lower-cased options of a Connection header: each names a hop-by-hop field."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host value a proxy may route on: a reg-name or IP literal and an optional port."""
+    if not value or len(value) > 255 or any(byte in _HOST_FORBIDDEN for byte in value):
+        return False
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        if end < 0:
+            return False
+        rest = value[end + 1 :]
+    else:
+        if value.count(b":") > 1:
+            return False
+        rest = value[value.find(b":") :] if b":" in value else b""
+    if rest:
+        port = rest[1:]
+        return rest[:1] == b":" and (port == b"" or (port.isdigit() and len(port) <= 5))
+    return True
+
+
+def forwarded_for(ip: str) -> str:
+    """The ``for=`` value of RFC 7239: IPv6 quoted in brackets."""
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+def chunk_header(size: int) -> bytes:
+    return b"%x\r\n" % size

@@ -1,0 +1,175 @@
+"""Per-server and overall statistics: counters, a sliding request rate, latency percentiles.
+
+Latency goes into a log-linear histogram (HDR style): 32 sub-buckets per power of two
+of microseconds, so any percentile is within about 3% of the truth, memory is bounded
+(at most a few hundred integers) and two histograms merge by adding counts, which is
+how the overall figures and several lbtui instances combine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+_SUB_BITS = 5
+_SUB = 1 << _SUB_BITS  # sub-buckets per power of two
+
+
+def _bucket_of(micros: int) -> int:
+    if micros < _SUB:
+        return micros if micros > 0 else 0
+    shift = micros.bit_length() - _SUB_BITS - 1
+    return ((shift + 1) << _SUB_BITS) + ((micros >> shift) - _SUB)
+
+
+def _bucket_floor(index: int) -> int:
+    """Smallest value in microseconds that lands in bucket ``index``."""
+    if index < _SUB:
+        return index
+    shift = (index >> _SUB_BITS) - 1
+    return ((index & (_SUB - 1)) + _SUB) << shift
+
+
+class LatencyHistogram:
+    """Bounded-memory, mergeable latency histogram with percentile queries."""
+
+    __slots__ = ("counts", "total", "sum_micros", "max_micros")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.sum_micros = 0
+        self.max_micros = 0
+
+    def record(self, seconds: float) -> None:
+        micros = int(seconds * 1_000_000)
+        index = _bucket_of(micros)
+        counts = self.counts
+        counts[index] = counts.get(index, 0) + 1
+        self.total += 1
+        self.sum_micros += micros
+        if micros > self.max_micros:
+            self.max_micros = micros
+
+    def merge(self, other: LatencyHistogram) -> None:
+        for index, count in other.counts.items():
+            self.counts[index] = self.counts.get(index, 0) + count
+        self.total += other.total
+        self.sum_micros += other.sum_micros
+        self.max_micros = max(self.max_micros, other.max_micros)
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile (0-100) in seconds; 0.0 when empty."""
+        if not self.total:
+            return 0.0
+        rank = max(1, int(self.total * p / 100.0 + 0.999999))
+        seen = 0
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            if seen >= rank:
+                low = _bucket_floor(index)
+                high = _bucket_floor(index + 1)
+                return min((low + high) / 2.0, self.max_micros) / 1_000_000
+        return self.max_micros / 1_000_000
+
+    def mean(self) -> float:
+        return self.sum_micros / self.total / 1_000_000 if self.total else 0.0
+
+    def buckets(self, bounds_seconds: Iterable[float]) -> list[tuple[float, int]]:
+        """Cumulative counts at each bound: what a Prometheus histogram wants."""
+        ordered = sorted(self.counts.items())
+        result: list[tuple[float, int]] = []
+        for bound in bounds_seconds:
+            limit = bound * 1_000_000
+            result.append((bound, sum(c for i, c in ordered if _bucket_floor(i) < limit)))
+        return result
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.total = self.sum_micros = self.max_micros = 0
+
+
+class RateWindow:
+    """Events per second over a sliding window of whole seconds."""
+
+    __slots__ = ("_slots", "_second", "window")
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = window
+        self._slots = [0] * window
+        self._second = -(window + 1)  # far in the past: the first add starts clean
+
+    def _advance(self, now: int) -> None:
+        gap = now - self._second
+        if gap <= 0:
+            return
+        if gap >= self.window:
+            self._slots = [0] * self.window
+        else:
+            for step in range(1, gap + 1):
+                self._slots[(self._second + step) % self.window] = 0
+        self._second = now
+
+    def add(self, count: int = 1, now: float | None = None) -> None:
+        second = int(time.monotonic() if now is None else now)
+        if second != self._second:
+            self._advance(second)
+        self._slots[second % self.window] += count
+
+    def rate(self, now: float | None = None) -> float:
+        """Average per second over the last complete window (the current second excluded)."""
+        second = int(time.monotonic() if now is None else now)
+        self._advance(second)
+        current = self._slots[second % self.window]
+        return (sum(self._slots) - current) / (self.window - 1)
+
+    def count_last(self, seconds: int, now: float | None = None) -> int:
+        """Events in the last ``seconds`` seconds, the current one included."""
+        second = int(time.monotonic() if now is None else now)
+        self._advance(second)
+        span = min(seconds, self.window)
+        return sum(self._slots[(second - i) % self.window] for i in range(span))
+
+
+class TrafficStats:
+    """What one server (or the whole balancer) has served."""
+
+    __slots__ = ("requests", "errors", "bytes_in", "bytes_out", "latency", "rate", "error_rate_window")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.latency = LatencyHistogram()
+        self.rate = RateWindow()
+        self.error_rate_window = RateWindow()
+
+    def start(self) -> None:
+        """A request was sent to this server (counted at routing time, retries included)."""
+        self.requests += 1
+        self.rate.add()
+
+    def finish(self, seconds: float, error: bool) -> None:
+        """The request ended: its latency and whether it failed."""
+        self.latency.record(seconds)
+        if error:
+            self.errors += 1
+            self.error_rate_window.add()
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 6),
+            "rps": round(self.rate.rate(), 3),
+            "p50_ms": round(self.latency.percentile(50) * 1000, 3),
+            "p90_ms": round(self.latency.percentile(90) * 1000, 3),
+            "p99_ms": round(self.latency.percentile(99) * 1000, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }

@@ -1,0 +1,304 @@
+"""The one interface the terminal app talks to, so widgets never touch engine internals.
+
+Two implementations: ``InProcessControl`` (the engine lives in the same event loop) and
+``RemoteControl`` (a headless lbtui's admin API). The views are plain slots dataclasses,
+so the UI renders the same thing whichever side of the wire the balancer is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+EventCallback = Callable[["EventView"], None]
+
+
+class ControlError(Exception):
+    """An operator request the balancer refused (unknown server, bad weight...): shown, not raised."""
+
+
+class Disconnected(ControlError):
+    """The remote balancer did not answer; the app shows "disconnected, retrying"."""
+
+
+class Link(str, Enum):
+    """How the app is connected to the balancer it steers."""
+
+    EMBEDDED = "embedded"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected, retrying"
+
+
+@dataclass(slots=True)
+class ServerView:
+    """One row of the servers table."""
+
+    name: str
+    host: str
+    port: int
+    weight: int
+    effective_weight: float
+    state: str  # health: up / down
+    status: str  # the health machine's progress: "up 2/3 fails", "ejected 30s"
+    admin_state: str  # ready / drain / maint
+    active_connections: int = 0
+    requests: int = 0
+    errors: int = 0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    ejected: bool = False
+    rps_history: tuple[float, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def available(self) -> bool:
+        """Would take new requests: ready, up, not ejected."""
+        return self.admin_state == "ready" and self.state == "up" and not self.ejected
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], history: tuple[float, ...] = ()) -> ServerView:
+        status = str(data.get("status") or data.get("state") or "up")
+        return cls(
+            name=str(data["name"]),
+            host=str(data.get("host", "")),
+            port=int(data.get("port", 0)),
+            weight=int(data.get("weight", 1)),
+            effective_weight=float(data.get("effective_weight", data.get("weight", 1))),
+            state=str(data.get("state", "up")),
+            status=status,
+            admin_state=str(data.get("admin_state", "ready")),
+            active_connections=int(data.get("active_connections", 0)),
+            requests=int(data.get("requests", 0)),
+            errors=int(data.get("errors", 0)),
+            rps=float(data.get("rps", 0.0)),
+            p50_ms=float(data.get("p50_ms", 0.0)),
+            p99_ms=float(data.get("p99_ms", 0.0)),
+            ejected=bool(data.get("ejected", status.startswith("ejected"))),
+            rps_history=history,
+        )
+
+
+@dataclass(slots=True)
+class TotalsView:
+    """The totals bar: the whole balancer at a glance."""
+
+    rps: float = 0.0
+    error_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    algorithm: str = ""
+    hash_key: str = ""
+    healthy: int = 0
+    total: int = 0
+    panic: bool = False
+    listeners: tuple[str, ...] = ()
+    components: dict[str, str] = field(default_factory=dict)  # store / workers -> status
+
+    @classmethod
+    def from_stats(
+        cls, stats: Mapping[str, Any], listeners: tuple[str, ...] = (), components: Mapping[str, str] | None = None
+    ) -> TotalsView:
+        return cls(
+            rps=float(stats.get("rps", 0.0)),
+            error_rate=float(stats.get("error_rate", 0.0)),
+            p50_ms=float(stats.get("p50_ms", 0.0)),
+            p99_ms=float(stats.get("p99_ms", 0.0)),
+            requests=int(stats.get("requests", 0)),
+            errors=int(stats.get("errors", 0)),
+            algorithm=str(stats.get("algorithm", "")),
+            hash_key=str(stats.get("hash_key", "")),
+            healthy=int(stats.get("healthy", 0)),
+            total=int(stats.get("total", 0)),
+            panic=bool(stats.get("panic", False)),
+            listeners=tuple(listeners),
+            components=dict(components or {}),
+        )
+
+
+@dataclass(slots=True)
+class RingView:
+    """The hash space for drawing: sampled points (position 0..1, owner) and exact shares.
+
+    ``kind`` is "ring" for consistent hashing or "maglev" (then the shares are the
+    lookup table's and the points are table slots in order).
+    """
+
+    points: list[tuple[float, str]] = field(default_factory=list)
+    shares: dict[str, float] = field(default_factory=dict)
+    kind: str = "ring"
+
+
+@dataclass(slots=True)
+class LocationView:
+    """The key finder's answer for one key."""
+
+    key: str
+    hash: int | str
+    position: float
+    owner: str | None
+    fallbacks: list[str]
+    serving: str | None
+    if_owner_fails: str | None
+    algorithm: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LocationView:
+        return cls(
+            key=str(data.get("key", "")),
+            hash=data.get("hash", 0),
+            position=float(data.get("position", 0.0)),
+            owner=data.get("owner"),
+            fallbacks=[str(f) for f in data.get("fallbacks") or []],
+            serving=data.get("serving"),
+            if_owner_fails=data.get("if_owner_fails"),
+            algorithm=str(data.get("algorithm", "")),
+        )
+
+
+@dataclass(slots=True)
+class EventView:
+    """An engine, store or worker event as the log pane shows it."""
+
+    kind: str
+    server: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    source: str = "engine"
+    at: float = 0.0
+
+    @classmethod
+    def from_any(cls, event: Any) -> EventView:
+        data = event if isinstance(event, Mapping) else event.to_dict()
+        return cls(
+            kind=str(data.get("kind", "event")),
+            server=data.get("server"),
+            detail=dict(data.get("detail") or {}),
+            source=str(data.get("source", "engine")),
+            at=float(data.get("at", 0.0)),
+        )
+
+    def describe(self) -> str:
+        who = f"{self.server}: " if self.server else ""
+        parts = ", ".join(f"{k}={v}" for k, v in self.detail.items())
+        return f"{who}{self.kind}" + (f" ({parts})" if parts else "")
+
+    @property
+    def changes_ring(self) -> bool:
+        """Events after which the ring view should be fetched again."""
+        return self.kind in RING_EVENTS
+
+
+RING_EVENTS = frozenset(
+    {
+        "server_added",
+        "server_removed",
+        "weight_changed",
+        "health_changed",
+        "admin_state_changed",
+        "ejected",
+        "unejected",
+        "algorithm_changed",
+        "config_reloaded",
+    }
+)
+
+
+class Control(ABC):
+    """What the operator's terminal may read from and ask of a balancer."""
+
+    embedded: bool = False
+    """True when quitting the app stops the balancer (it then asks first)."""
+
+    @property
+    def link(self) -> Link:
+        return Link.EMBEDDED if self.embedded else Link.CONNECTED
+
+    @property
+    def description(self) -> str:
+        """Where the balancer is, for the title bar."""
+        return "embedded"
+
+    async def start(self) -> None:
+        """Open connections and background readers; the app calls it once on mount."""
+
+    async def close(self) -> None:
+        """Release what ``start`` opened (not the balancer itself)."""
+
+    @abstractmethod
+    async def servers(self) -> list[ServerView]: ...
+
+    @abstractmethod
+    async def totals(self) -> TotalsView: ...
+
+    async def snapshot(self) -> tuple[list[ServerView], TotalsView]:
+        """Servers and totals for one refresh."""
+        servers, totals = await asyncio.gather(self.servers(), self.totals())
+        return servers, totals
+
+    @abstractmethod
+    async def ring(self, max_points: int = 4096) -> RingView: ...
+
+    @abstractmethod
+    async def locate(self, key: str) -> LocationView: ...
+
+    @abstractmethod
+    async def algorithms(self) -> list[str]: ...
+
+    @abstractmethod
+    async def drain(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def maint(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def ready(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def set_health(self, name: str, up: bool) -> None: ...
+
+    @abstractmethod
+    async def set_weight(self, name: str, weight: int) -> None: ...
+
+    @abstractmethod
+    async def add_server(self, name: str, host: str, port: int, weight: int = 1) -> None: ...
+
+    @abstractmethod
+    async def remove_server(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def set_algorithm(self, algorithm: str, hash_key: str | None = None) -> None: ...
+
+    @abstractmethod
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback`` with each event; returns the function that stops it."""
+
+    async def shutdown(self) -> None:
+        """Embedded: stop the balancer gracefully. Remote: nothing (it keeps running)."""
+
+
+def normalize_points(raw: Any) -> list[tuple[float, str]]:
+    """Ring points as (position 0..1, owner) whatever shape the ring snapshot uses."""
+    points: list[tuple[float, str]] = []
+    for item in raw or ():
+        if isinstance(item, Mapping):
+            pos, owner = item.get("position", item.get("pos", 0.0)), item.get("owner", item.get("node"))
+        elif isinstance(item, (tuple, list)):
+            pos, owner = item[0], item[1]
+        else:
+            pos, owner = getattr(item, "position"), getattr(item, "owner")
+        points.append((float(pos), str(owner)))
+    if points and max(p for p, _ in points) > 1.0:
+        top = max(p for p, _ in points)
+        scale = float(2**32) if top < 2**32 else float(2**64)
+        points = [(p / scale, o) for p, o in points]
+    points.sort()
+    return points

@@ -1,0 +1,143 @@
+"""Control over a LoadBalancer in the same process and event loop (``lbtui demo``/``run``).
+
+Only the balancer's public operator API is used. Engine errors (unknown server, bad
+weight) become ``ControlError`` so the app shows them as one line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from engine import LoadBalancer, Server
+from engine.balancer import ALGORITHMS
+
+from lbtui.control.base import (
+    Control,
+    ControlError,
+    EventCallback,
+    EventView,
+    LocationView,
+    RingView,
+    ServerView,
+    TotalsView,
+    normalize_points,
+)
+
+HISTORY = 12  # sparkline samples kept per server, one per second
+
+StatusProvider = Callable[[], Mapping[str, str]]
+
+
+class InProcessControl(Control):
+    """The embedded balancer: reads are synchronous snapshots, actions call the engine."""
+
+    embedded = True
+
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        *,
+        listeners: Sequence[str] = (),
+        status: StatusProvider | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lb = lb
+        self.listeners = tuple(listeners)
+        self._status = status
+        self._on_shutdown = on_shutdown
+        self._clock = clock
+        self._history: dict[str, deque[float]] = {}
+        self._sampled_at = -1.0
+
+    # -- reads --------------------------------------------------------------------------
+    async def servers(self) -> list[ServerView]:
+        rows = [s.to_dict() for s in self.lb.servers]
+        now = self._clock()
+        sample = now - self._sampled_at >= 1.0
+        if sample:
+            self._sampled_at = now
+            alive = {str(r["name"]) for r in rows}
+            for name in [n for n in self._history if n not in alive]:
+                del self._history[name]
+        views = []
+        for row in rows:
+            history = self._history.setdefault(str(row["name"]), deque(maxlen=HISTORY))
+            if sample:
+                history.append(float(row.get("rps", 0.0)))  # type: ignore[arg-type]
+            views.append(ServerView.from_dict(row, tuple(history)))
+        return views
+
+    async def totals(self) -> TotalsView:
+        stats = self.lb.stats()
+        stats.pop("servers", None)
+        components = dict(self._status()) if self._status else {}
+        return TotalsView.from_stats(stats, self.listeners, components)
+
+    async def ring(self, max_points: int = 4096) -> RingView:
+        if self.lb.algorithm == "maglev":
+            return self._maglev_view(max_points)
+        ring = self.lb.ring.ring
+        return RingView(normalize_points(ring.snapshot(max_points)), dict(ring.shares()), "ring")
+
+    def _maglev_view(self, max_points: int) -> RingView:
+        # Maglev serves only the eligible servers: show the table the next pick would use.
+        available = {s.name: s.weight for s in self.lb.eligible()}
+        from engine import Maglev
+
+        table = Maglev(available, getattr(self.lb.policy, "table_size", 65537)) if available else None
+        if table is None:
+            return RingView([], {}, "maglev")
+        shares = dict(table.shares()) if hasattr(table, "shares") else {}
+        points = normalize_points(table.snapshot(max_points)) if hasattr(table, "snapshot") else []
+        return RingView(points, shares, "maglev")
+
+    async def locate(self, key: str) -> LocationView:
+        return LocationView.from_dict(self.lb.locate(key))
+
+    async def algorithms(self) -> list[str]:
+        return list(ALGORITHMS)
+
+    # -- actions ------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except KeyError as exc:
+            raise ControlError(str(exc.args[0]) if exc.args else "not found") from None
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+
+    async def drain(self, name: str) -> None:
+        self._call(self.lb.drain, name)
+
+    async def maint(self, name: str) -> None:
+        self._call(self.lb.maint, name)
+
+    async def ready(self, name: str) -> None:
+        self._call(self.lb.ready, name)
+
+    async def set_health(self, name: str, up: bool) -> None:
+        self._call(self.lb.set_health, name, up)
+
+    async def set_weight(self, name: str, weight: int) -> None:
+        self._call(self.lb.set_weight, name, weight)
+
+    async def add_server(self, name: str, host: str, port: int, weight: int = 1) -> None:
+        self._call(self.lb.add_server, Server(host, port, weight, name=name))
+
+    async def remove_server(self, name: str) -> None:
+        self._call(self.lb.remove_server, name)
+
+    async def set_algorithm(self, algorithm: str, hash_key: str | None = None) -> None:
+        options = {"hash_key": hash_key} if hash_key else {}
+        self._call(self.lb.set_algorithm, algorithm, **options)
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        return self.lb.events.subscribe(lambda event: callback(EventView.from_any(event)))
+
+    async def shutdown(self) -> None:
+        if self._on_shutdown is not None:
+            await self._on_shutdown()

@@ -1,0 +1,60 @@
+"""The log pane: operator actions and engine, store and worker events, capped in memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from lbtui.control.base import EventView
+
+MAX_LINES = 1000
+
+KIND_STYLES = {
+    "health_changed": "bold",
+    "ejected": "bold",
+    "panic_changed": "bold reverse",
+    "operator": "bold",
+    "error": "bold reverse",
+}
+
+
+def clock_time(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+class LogPane(RichLog):
+    """A capped log; the app feeds it in batches from its refresh loop."""
+
+    DEFAULT_CSS = """
+    LogPane {
+        height: 7;
+        border-top: solid $primary 50%;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, *, clock: Callable[[float], str] = clock_time, id: str | None = None) -> None:
+        super().__init__(max_lines=MAX_LINES, wrap=False, markup=False, highlight=False, id=id)
+        self.clock = clock
+        self.border_title = "log"
+
+    def add_event(self, event: EventView) -> None:
+        """An engine/store/worker event."""
+        self._line(event.at, event.source, event.describe(), KIND_STYLES.get(event.kind, ""))
+
+    def action(self, text: str, at: float | None = None) -> None:
+        """An operator's key press, logged as hatop does."""
+        self._line(time.time() if at is None else at, "you", text, "bold")
+
+    def error(self, text: str, at: float | None = None) -> None:
+        self._line(time.time() if at is None else at, "error", text, "bold reverse")
+
+    def _line(self, at: float, source: str, text: str, style: str) -> None:
+        line = Text()
+        line.append(self.clock(at), style="dim")
+        line.append(f" {source:<8} ", style="dim")
+        line.append(text, style=style)
+        self.write(line)
