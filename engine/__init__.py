@@ -10,6 +10,7 @@ from engine.events import Event, EventBus
 from engine.hash_policies import ConsistentHashPolicy, MaglevPolicy
 from engine.hashring import ConsistentHash
 from engine.health import HealthChecker
+from engine.maglev import Maglev
 from engine.outlier import OutlierDetector
 from engine.policies import LeastConnections, LeastRequest, PeakEwma, RandomPick, RoundRobin, WeightedRoundRobin
 from engine.server import AdminState, Health, Server
@@ -25,6 +26,7 @@ __all__ = [
     "LeastConnections",
     "LeastRequest",
     "LoadBalancer",
+    "Maglev",
     "MaglevPolicy",
     "OutlierDetector",
     "PeakEwma",

@@ -119,7 +119,7 @@ class AdminApi:
             )
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=5.0)
+        site = web.TCPSite(runner, self.host, self.requested_port)
         try:
             await site.start()
         except OSError:

@@ -147,6 +147,7 @@ class LoadBalancer:
         self.panic_threshold = panic_threshold
         self.slow_start = slow_start
         self.panic = False
+        self.in_flight = 0
         self.totals = TrafficStats()
         self.sticky = sticky
         self.affinity = SessionAffinity(sticky_method, session_ttl, resolve=self.get_server) if sticky else None
@@ -196,6 +197,7 @@ class LoadBalancer:
 
     def remove_server(self, server: Server | str, source: str = "operator") -> Server:
         target = self.require(server if isinstance(server, str) else server.name)
+        self.in_flight -= target.active_connections
         self.servers.remove(target)
         del self._by_name[target.name]
         self._server_buckets.pop(target.name, None)
@@ -260,7 +262,9 @@ class LoadBalancer:
         if name == "consistent_hash":
             return ConsistentHashPolicy(self.servers, balance_factor=self.balance_factor)
         if name == "bounded_hash":
-            return ConsistentHashPolicy(self.servers, balance_factor=self.balance_factor or 1.25)
+            policy = ConsistentHashPolicy(self.servers, balance_factor=self.balance_factor or 1.25)
+            policy.in_flight = lambda: self.in_flight
+            return policy
         return ALGORITHMS[name](self.servers)
 
     def _start_slow(self, server: Server) -> None:
@@ -351,10 +355,13 @@ class LoadBalancer:
     def begin(self, server: Server) -> None:
         """A routed request is now in flight on ``server``."""
         server.active_connections += 1
+        self.in_flight += 1
 
     def finish(self, server: Server, status: int | None, seconds: float, failed: bool = False) -> None:
         """A request ended: update load, latency, passive health and drain state."""
-        server.active_connections = max(0, server.active_connections - 1)
+        if server.active_connections > 0:
+            server.active_connections -= 1
+            self.in_flight -= 1
         error = failed or (status is not None and status >= 500)
         server.stats.finish(seconds, error)
         self.totals.finish(seconds, error)

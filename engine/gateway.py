@@ -163,6 +163,8 @@ class Gateway:
                 await self.admin.start()
         except BaseException:
             await self._teardown(grace=0.0)
+            self._state = "stopped"
+            self._stopped.set()
             raise
         self._state = "running"
 

@@ -8,15 +8,12 @@ so health changes move only the keys of the server that changed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
 
 from engine.hashring import ConsistentHash
+from engine.maglev import Maglev
 from engine.policies import Policy, RoundRobin
 from engine.server import Server
-
-if TYPE_CHECKING:
-    from engine.maglev import Maglev
 
 
 class ConsistentHashPolicy(Policy):
@@ -40,9 +37,13 @@ class ConsistentHashPolicy(Policy):
     ) -> None:
         super().__init__(servers)
         self.balance_factor = balance_factor
+        # The balancer's running in-flight total, so the cap costs O(1) instead of O(n).
+        self.in_flight: Callable[[], int] | None = None
         self._virtual_nodes = virtual_nodes
         self._compat = compat
         self._fallback = RoundRobin()
+        self._for: Sequence[Server] | None = None
+        self._by_name: dict[str, Server] = {}
         self.ring = self._build(self.servers)
 
     def _build(self, servers: Sequence[Server]) -> ConsistentHash:
@@ -53,6 +54,7 @@ class ConsistentHashPolicy(Policy):
 
     def update(self, servers: Sequence[Server]) -> None:
         super().update(servers)
+        self._for = None
         wanted = {s.name: s.weight for s in servers}
         current = self.ring.nodes
         if self._compat:  # ketama's point counts depend on the whole list: rebuild
@@ -70,10 +72,12 @@ class ConsistentHashPolicy(Policy):
             return None
         if key is None:
             return self._fallback.pick(candidates)
-        by_name = {s.name: s for s in candidates}
+        if candidates is not self._for:
+            self._for, self._by_name = candidates, {s.name: s for s in candidates}
+        by_name = self._by_name
         cap = math.inf
         if self.balance_factor:
-            in_flight = sum(s.active_connections for s in candidates)
+            in_flight = self.in_flight() if self.in_flight else sum(s.active_connections for s in candidates)
             cap = math.ceil(self.balance_factor * (in_flight + 1) / len(candidates))
         first_fit: Server | None = None
         for name in self.ring.iter_nodes(key):
@@ -100,21 +104,20 @@ class MaglevPolicy(Policy):
         self._members: tuple[tuple[str, int], ...] = ()
         self.table: Maglev | None = None
         self._fallback = RoundRobin()
+        self._for: Sequence[Server] | None = None
+        self._by_name: dict[str, Server] = {}
 
     def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
         if not candidates:
             return None
         if key is None:
             return self._fallback.pick(candidates)
+        if candidates is self._for and self.table is not None:
+            return self._by_name.get(self.table.get_node(key)) or self._fallback.pick(candidates)
         members = tuple((s.name, s.weight) for s in candidates)
+        self._for, self._by_name = candidates, {s.name: s for s in candidates}
         if self.table is None or members != self._members:
             # Maglev rebuilds its table when the healthy set changes.
-            from engine.maglev import Maglev
-
             self.table = Maglev(dict(members), self.table_size)
             self._members = members
-        name = self.table.get_node(key)
-        for server in candidates:
-            if server.name == name:
-                return server
-        return self._fallback.pick(candidates)
+        return self._by_name.get(self.table.get_node(key)) or self._fallback.pick(candidates)

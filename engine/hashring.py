@@ -340,7 +340,13 @@ class ConsistentHash:
             if ((nb <= _IDX_MASK) & (nb != 0)).any():
                 self._rebuild()
                 return
-        self._set_ring(np.insert(ring, ins, pts))
+        dst = ins + np.arange(pts.size)  # np.insert, minus its generality
+        out = np.empty(ring.size + pts.size, dtype=np.uint64)
+        keep = np.ones(out.size, dtype=bool)
+        keep[dst] = False
+        out[keep] = ring
+        out[dst] = pts
+        self._set_ring(out)
 
     def _delete(self, node: str, start: int, stop: int) -> None:
         """Drop points [start, stop) of a node from the ring."""
@@ -364,7 +370,8 @@ class ConsistentHash:
         k = max(8, min(22, (2 * size).bit_length()))
         shift = 64 - k
         counts = np.bincount((ring >> np.uint64(shift)).astype(np.intp), minlength=1 << k)
-        start = np.zeros((1 << k) + 1, dtype=np.int32 if size < 2**31 else np.int64)
+        start = np.empty((1 << k) + 1, dtype=np.int64)
+        start[0] = 0
         np.cumsum(counts, out=start[1:])
         self._start = start
         self._start_mv = memoryview(start)
@@ -423,7 +430,17 @@ class ConsistentHash:
             self._reindex()
         if not self._size:
             return None
-        i = self._find(self._ring_hash(key))
+        rh = ketama_hash(key) << 32 if self._ketama else _xxh3_bytes(key.encode())
+        b = rh >> self._bshift  # _find, inlined: this is the per-request path
+        mv = self._start_mv
+        i, e = mv[b], mv[b + 1]
+        if i < e:
+            q = rh & _POS_MASK
+            ring = self._ring_mv
+            while i < e and ring[i] < q:
+                i += 1
+        if i == self._size:
+            i = 0
         return self._names[self._ring_mv[i] & _IDX_MASK]
 
     def iter_nodes(self, key: str) -> Iterator[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
+from itertools import accumulate
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -24,13 +26,18 @@ class Policy:
 
     def __init__(self, servers: Iterable[Server] = ()) -> None:
         self.servers: list[Server] = list(servers)
+        self._last_available: list[Server] = []
 
     def update(self, servers: Sequence[Server]) -> None:
         """Membership or weights changed."""
         self.servers = list(servers)
 
     def next(self) -> Server | None:
-        return self.pick([s for s in self.servers if s.available])
+        fresh = [s for s in self.servers if s.available]
+        # Hand the same list object back while nothing changed, so per-list caches hold.
+        if fresh != self._last_available:
+            self._last_available = fresh
+        return self.pick(self._last_available)
 
     def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
         raise NotImplementedError
@@ -53,21 +60,56 @@ class RoundRobin(Policy):
         return server
 
 
+def _static_weights(candidates: Sequence[Server]) -> list[float] | None:
+    """The candidates' weights, or None while any of them is in slow start (time-varying)."""
+    if any(s.slow_start_window for s in candidates):
+        return None
+    return [float(s.weight) for s in candidates]
+
+
 class WeightedRoundRobin(Policy):
-    """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a, no bursts."""
+    """nginx's smooth weighted round robin: weights 5,1,1 give a a b a c a a, no bursts.
+
+    The smooth algorithm is O(n) per pick. While the candidate list and the weights stay
+    the same, one full cycle of its picks is computed once and replayed, which is the
+    same sequence at O(1) per pick; slow start (time-varying weights) uses the live loop.
+    """
 
     name = "weighted_round_robin"
+    max_schedule: ClassVar[int] = 10_000
 
     def __init__(self, servers: Iterable[Server] = ()) -> None:
         super().__init__(servers)
         self._credit: dict[int, float] = {}
+        self._for: Sequence[Server] | None = None
+        self._last_seen: Sequence[Server] | None = None
+        self._schedule: list[Server] = []
+        self._position = 0
 
     def update(self, servers: Sequence[Server]) -> None:
         super().update(servers)
         alive = {id(s) for s in servers}
         self._credit = {k: v for k, v in self._credit.items() if k in alive}
+        self._for = self._last_seen = None
 
     def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
+        if candidates is self._for and self._schedule:
+            position = self._position
+            self._position = position + 1
+            return self._schedule[position % len(self._schedule)]
+        if candidates is self._last_seen:
+            # Seen twice in a row: one cycle from the current credits continues the exact
+            # sequence, and after a full cycle every credit is back where it started.
+            weights = _static_weights(candidates)
+            if weights is not None and 0 < sum(weights) <= self.max_schedule:
+                schedule = [self._smooth_pick(candidates) for _ in range(int(sum(weights)))]
+                self._for, self._schedule, self._position = candidates, [s for s in schedule if s], 1
+                if self._schedule:
+                    return self._schedule[0]
+        self._for, self._last_seen = None, candidates
+        return self._smooth_pick(candidates)
+
+    def _smooth_pick(self, candidates: Sequence[Server]) -> Server | None:
         credit = self._credit
         best: Server | None = None
         best_credit = -math.inf
@@ -94,6 +136,13 @@ class LeastConnections(Policy):
     def __init__(self, servers: Iterable[Server] = ()) -> None:
         super().__init__(servers)
         self._counter = 0
+        self._for: Sequence[Server] | None = None
+        self._uniform = False
+        self._inverse: list[float] = []
+
+    def update(self, servers: Sequence[Server]) -> None:
+        super().update(servers)
+        self._for = None
 
     def connect(self, server: Server) -> None:
         server.active_connections += 1
@@ -107,17 +156,27 @@ class LeastConnections(Policy):
             return None
         start = self._counter % count
         self._counter += 1
-        best: Server | None = None
-        best_load = math.inf
-        for offset in range(count):
-            server = candidates[(start + offset) % count]
-            weight = server.effective_weight
-            if weight <= 0:
-                continue
-            load = server.active_connections / weight
-            if load < best_load:
-                best, best_load = server, load
-        return best
+        if candidates is not self._for:
+            weights = _static_weights(candidates)
+            self._for = candidates if weights is not None else None
+            self._uniform = weights is not None and min(weights) == max(weights) > 0
+            self._inverse = [1.0 / w if w > 0 else math.inf for w in weights or ()]
+        conns = [s.active_connections for s in candidates]
+        if self._for is not candidates:  # slow start: weights move with time
+            loads: list[float] = [
+                c / w if (w := s.effective_weight) > 0 else math.inf for c, s in zip(conns, candidates)
+            ]
+        elif self._uniform:
+            loads = conns  # type: ignore[assignment]
+        else:
+            loads = [c * inv if c else (0.0 if inv != math.inf else math.inf) for c, inv in zip(conns, self._inverse)]
+        best = min(loads)
+        if best == math.inf:
+            return None
+        try:
+            return candidates[loads.index(best, start)]
+        except ValueError:
+            return candidates[loads.index(best)]
 
 
 class LeastRequest(Policy):
@@ -178,11 +237,17 @@ class RandomPick(Policy):
     def __init__(self, servers: Iterable[Server] = (), seed: int | None = None) -> None:
         super().__init__(servers)
         self._random = random.Random(seed)
+        self._for: Sequence[Server] | None = None
+        self._cumulative: list[float] = []
 
     def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
         if not candidates:
             return None
-        weights = [s.effective_weight for s in candidates]
-        if sum(weights) <= 0:
+        if candidates is not self._for:
+            weights = _static_weights(candidates)
+            self._for = candidates if weights is not None else None
+            self._cumulative = list(accumulate(weights or [s.effective_weight for s in candidates]))
+        total = self._cumulative[-1]
+        if total <= 0:
             return None
-        return self._random.choices(candidates, weights=weights)[0]
+        return candidates[bisect_right(self._cumulative, self._random.random() * total)]

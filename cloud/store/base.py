@@ -2,7 +2,7 @@
 
 Records are plain dicts so ``cloud`` needs nothing from the engine; the workers
 translate between records and engine objects. Every write is idempotent and server
-records obey last-writer-wins by ``updated_at``: a write older than what the store
+records obey last-writer-wins by ``updated_at`` (ties broken by ``updated_by``): a write older than what the store
 holds is ignored, so replaying a queue after an outage can never undo a newer change.
 Deleting a server leaves a tombstone (``deleted: True``) so pollers learn of removals.
 """
@@ -44,6 +44,15 @@ def normalize_server(record: Mapping[str, Any]) -> ServerRecord:
         "deleted": bool(record.get("deleted", False)),
     }
     return out
+
+
+def version_of(doc: Mapping[str, Any]) -> tuple[float, str]:
+    """The total order of writes: ``updated_at``, ties broken by ``updated_by``.
+
+    Without the tie-break two nodes stamping the same instant could each keep their own
+    value forever; with it every node and the store agree on one winner.
+    """
+    return float(doc.get("updated_at") or 0.0), str(doc.get("updated_by") or "")
 
 
 def merge_rollup(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
-from cloud.store.base import ServerRecord, Store, StoreError, merge_rollup, normalize_server, now
+from cloud.store.base import ServerRecord, Store, StoreError, merge_rollup, normalize_server, now, version_of
 
 _NO_ID = {"_id": 0}
 
@@ -42,6 +42,12 @@ def redact_uri(uri: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _older_than(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A filter matching documents that ``doc`` supersedes (see ``version_of``)."""
+    at, by = version_of(doc)
+    return {"$or": [{"updated_at": {"$lt": at}}, {"updated_at": at, "updated_by": {"$lt": by}}]}
 
 
 class MongoStore(Store):
@@ -127,8 +133,7 @@ class MongoStore(Store):
         try:
             # Matches only an older document (or none, then inserts); a newer one makes the
             # upsert collide with the unique name index: that is "stale write, ignored".
-            await self._db.servers.update_one(
-                {"name": doc["name"], "updated_at": {"$lt": doc["updated_at"]}}, {"$set": doc}, upsert=True)
+            await self._db.servers.update_one({"name": doc["name"], **_older_than(doc)}, {"$set": doc}, upsert=True)
             return True
         except DuplicateKeyError:
             return False
@@ -157,8 +162,7 @@ class MongoStore(Store):
         doc = {k: v for k, v in settings.items() if k != "_id"}
         doc.setdefault("updated_at", now())
         try:
-            await self._db.settings.update_one(
-                {"_id": "settings", "updated_at": {"$lt": doc["updated_at"]}}, {"$set": doc}, upsert=True)
+            await self._db.settings.update_one({"_id": "settings", **_older_than(doc)}, {"$set": doc}, upsert=True)
             return True
         except DuplicateKeyError:
             return False

@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cloud.store.base import ServerRecord, Store, StoreError, merge_rollup, normalize_server, now
+from cloud.store.base import ServerRecord, Store, StoreError, merge_rollup, normalize_server, now, version_of
 
 T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (
-    name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);
+    name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL, updated_by TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS servers_updated_at ON servers(updated_at);
 CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY CHECK (id = 1), doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (client TEXT PRIMARY KEY, server TEXT NOT NULL, expires REAL NOT NULL);
@@ -88,10 +88,12 @@ class SqliteStore(Store):
 
         def write(db: sqlite3.Connection) -> bool:
             cur = db.execute(
-                "INSERT INTO servers(name, doc, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at "
-                "WHERE excluded.updated_at > servers.updated_at",
-                (doc["name"], json.dumps(doc), doc["updated_at"]),
+                "INSERT INTO servers(name, doc, updated_at, updated_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at, "
+                "updated_by = excluded.updated_by "
+                "WHERE excluded.updated_at > servers.updated_at OR "
+                "(excluded.updated_at = servers.updated_at AND excluded.updated_by > servers.updated_by)",
+                (doc["name"], json.dumps(doc), doc["updated_at"], doc["updated_by"]),
             )
             return cur.rowcount > 0
 
@@ -113,7 +115,7 @@ class SqliteStore(Store):
 
         def write(db: sqlite3.Connection) -> bool:
             row = db.execute("SELECT doc FROM settings WHERE id = 1").fetchone()
-            if row and json.loads(row[0]).get("updated_at", 0) >= doc["updated_at"]:
+            if row and version_of(json.loads(row[0])) >= version_of(doc):
                 return False
             db.execute("INSERT OR REPLACE INTO settings(id, doc) VALUES (1, ?)", (json.dumps(doc),))
             return True

@@ -302,3 +302,34 @@ def normalize_points(raw: Any) -> list[tuple[float, str]]:
         points = [(p / scale, o) for p, o in points]
     points.sort()
     return points
+
+
+def summarize_component(value: Any) -> str:
+    """One word or two for a worker's or the store's status dict."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Mapping):
+        return str(value)
+    if value.get("error") and not value.get("state"):
+        return "error"
+    for key in ("state", "status"):
+        if isinstance(value.get(key), str):
+            state = value[key]
+            return f"{state} (error)" if value.get("last_error") and state not in ("error", "failed") else state
+    if "connected" in value:
+        return "connected" if value["connected"] else "disconnected"
+    if "running" in value:
+        return "running" if value["running"] else "stopped"
+    return "ok"
+
+
+def parse_status(status: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Listener addresses and component states from a gateway status (GET /api/status)."""
+    listeners: list[str] = []
+    for item in status.get("listeners") or ():
+        if isinstance(item, Mapping):
+            listeners.append(str(item.get("url") or f"{item.get('host')}:{item.get('port')}"))
+        else:
+            listeners.append(str(item))
+    components = {str(k): summarize_component(v) for k, v in (status.get("components") or {}).items()}
+    return tuple(listeners), components

@@ -11,7 +11,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from engine import LoadBalancer, Server
+from engine.balancer import LoadBalancer
+from engine.maglev import Maglev
+from engine.server import Server
 from engine.balancer import ALGORITHMS
 
 from lbtui.control.base import (
@@ -24,11 +26,13 @@ from lbtui.control.base import (
     ServerView,
     TotalsView,
     normalize_points,
+    parse_status,
 )
 
 HISTORY = 12  # sparkline samples kept per server, one per second
 
-StatusProvider = Callable[[], Mapping[str, str]]
+# A gateway status dict (what GET /api/status answers): its listeners and components.
+StatusProvider = Callable[[], Mapping[str, Any]]
 
 
 class InProcessControl(Control):
@@ -74,26 +78,30 @@ class InProcessControl(Control):
     async def totals(self) -> TotalsView:
         stats = self.lb.stats()
         stats.pop("servers", None)
-        components = dict(self._status()) if self._status else {}
-        return TotalsView.from_stats(stats, self.listeners, components)
+        listeners, components = self.listeners, {}
+        if self._status is not None:
+            try:
+                found, components = parse_status(self._status())
+            except Exception as exc:  # a component's bug must not blank the dashboard
+                components = {"status": f"unavailable ({exc.__class__.__name__})"}
+            else:
+                listeners = listeners or found
+        return TotalsView.from_stats(stats, listeners, components)
 
     async def ring(self, max_points: int = 4096) -> RingView:
         if self.lb.algorithm == "maglev":
             return self._maglev_view(max_points)
-        ring = self.lb.ring.ring
-        return RingView(normalize_points(ring.snapshot(max_points)), dict(ring.shares()), "ring")
+        snapshot = self.lb.ring.ring.snapshot(max_points)
+        return RingView(normalize_points(snapshot.points), dict(snapshot.shares), "ring")
 
     def _maglev_view(self, max_points: int) -> RingView:
         # Maglev serves only the eligible servers: show the table the next pick would use.
         available = {s.name: s.weight for s in self.lb.eligible()}
-        from engine import Maglev
-
         table = Maglev(available, getattr(self.lb.policy, "table_size", 65537)) if available else None
         if table is None:
             return RingView([], {}, "maglev")
-        shares = dict(table.shares()) if hasattr(table, "shares") else {}
-        points = normalize_points(table.snapshot(max_points)) if hasattr(table, "snapshot") else []
-        return RingView(points, shares, "maglev")
+        snapshot = table.snapshot(max_points)
+        return RingView(normalize_points(snapshot.points), dict(snapshot.shares), "maglev")
 
     async def locate(self, key: str) -> LocationView:
         return LocationView.from_dict(self.lb.locate(key))

@@ -49,7 +49,7 @@ class AddServerModal(ModalScreen[NewServer | None]):
     AddServerModal > Vertical {
         width: 56;
         height: auto;
-        border: thick $primary;
+        border: round $primary;
         background: $surface;
         padding: 0 1;
     }

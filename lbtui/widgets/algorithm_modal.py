@@ -41,7 +41,7 @@ class AlgorithmModal(ModalScreen[AlgorithmChoice | None]):
     AlgorithmModal > Vertical {
         width: 52;
         height: auto;
-        border: thick $primary;
+        border: round $primary;
         background: $surface;
         padding: 0 1;
     }

@@ -19,7 +19,7 @@ class ConfirmModal(ModalScreen[bool]):
     ConfirmModal > Vertical {
         width: 50;
         height: auto;
-        border: thick $warning;
+        border: round $warning;
         background: $surface;
         padding: 1 2;
     }

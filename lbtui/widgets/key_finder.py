@@ -58,9 +58,12 @@ class KeyFinder(ModalScreen[None]):
         width: 64;
         max-width: 100%;
         height: auto;
-        border: thick $accent;
+        border: round $accent;
         background: $surface;
         padding: 0 1;
+    }
+    KeyFinder Input {
+        width: 100%;
     }
     KeyFinder #answer {
         height: auto;

@@ -47,7 +47,7 @@ class HashRing(Widget):
         self._positions: list[float] = []
         self._owners: list[str] = []
         self._cells: dict[tuple[int, int], float] = {}  # (x, y) -> position on the ring
-        self._geometry: tuple[int, int] = (0, 0)
+        self._geometry: tuple[int, int, int] = (0, 0, 0)
         self._centre = (0.0, 0.0)
         self._radius = (0.0, 0.0)
 
@@ -69,10 +69,11 @@ class HashRing(Widget):
 
     # -- drawing ----------------------------------------------------------------------------
     def _layout(self, size: Size) -> None:
-        if self._geometry == (size.width, size.height):
+        legend = min(len(self.view.shares) + 1, max(LEGEND_ROWS, size.height // 3))
+        if self._geometry == (size.width, size.height, legend):
             return
-        self._geometry = (size.width, size.height)
-        ring_height = max(3, size.height - min(LEGEND_ROWS, size.height // 3))
+        self._geometry = (size.width, size.height, legend)
+        ring_height = max(3, size.height - legend)
         ry = max(1.0, (ring_height - 1) / 2)
         rx = min(ry * 2.0, (size.width - 2) / 2)
         ry = min(ry, rx / 2.0)  # terminal cells are about twice as tall as wide

@@ -1,0 +1,793 @@
+"""The client side of the HTTP proxy: one protocol object per client connection.
+
+Everything on the hot path is a callback: llhttp (httptools) parses the request, the
+request is routed and written to a pooled upstream connection in the same call, and
+the upstream's response events come back here and are written to the client. Only
+opening a new upstream connection needs a task. Bodies stream chunk by chunk in both
+directions with flow control: a full write buffer on one side pauses reading on the
+other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from engine.accesslog import AccessRecord
+from engine.proxy.exchange import Exchange, RequestHeaders
+from engine.proxy.headers import FORWARDING, HOP_BY_HOP, IDEMPOTENT, connection_tokens, forwarded_for, valid_host
+from engine.proxy.pool import UpstreamConnection
+from engine.proxy.responses import error_response
+
+if TYPE_CHECKING:
+    from engine.proxy.http import HttpProxy
+    from engine.server import Server
+
+log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+_wall = time.time
+
+# Read phases of the client connection.
+IDLE, HEAD, BODY = 0, 1, 2
+# Reasons to pause reading from the client (a bit mask: read resumes when all clear).
+PAUSE_UPSTREAM, PAUSE_BUFFER, PAUSE_PIPELINE = 1, 2, 4
+BUFFER_LIMIT = 256 * 1024  # request body held while an upstream connection opens
+REPLAY_LIMIT = 64 * 1024  # request body kept to replay an idempotent request elsewhere
+PIPELINE_LIMIT = 16
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Reject(Exception):
+    """A request the proxy refuses (raised inside parser callbacks)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse, route, forward, relay; keep-alive and pipelining."""
+
+    def __init__(self, proxy: HttpProxy) -> None:
+        self.proxy = proxy
+        self.lb = proxy.lb
+        self.settings = proxy.settings
+        self.pool = proxy.pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpRequestParser(self)
+        self.ip = ""
+        self.ip_bytes = b""
+        self.proto = b"https" if proxy.tls else b"http"
+        self.phase = HEAD
+        now = _monotonic()
+        self.stamp = now  # last byte from the client
+        self.head_started = now
+        self.idle_since = now
+        self.head_bytes = 0
+        self.seen_bytes = False
+        self.parsing: Exchange | None = None
+        self.active: Exchange | None = None
+        self.pending: deque[Exchange] = deque()
+        self.paused = 0
+        self.write_paused = False
+        self.no_more = False  # ignore further client bytes (close requested or error)
+        self.upgrading = False
+        self.deferred_error = 0
+        self.closing = False  # graceful stop: finish the current exchange, then close
+        self.closed = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else "unknown"
+        self.ip_bytes = self.ip.encode()
+        self.proxy.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.no_more = True
+        ex = self.active
+        self.active = None
+        if ex is not None and not ex.done:
+            self._abandon(ex)
+        self.pending.clear()
+        self.proxy.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.stamp = _monotonic()
+        if self.no_more:
+            return
+        ex = self.active
+        if self.upgrading:
+            # Bytes after an Upgrade request: the new protocol's, passed through as is.
+            if ex is not None:
+                if ex.tunnel and ex.upstream is not None and ex.upstream.transport is not None:
+                    ex.upstream.transport.write(data)
+                else:
+                    ex.pending_body.append(data)
+                    ex.pending_bytes += len(data)
+                    if ex.pending_bytes > BUFFER_LIMIT:
+                        self.pause_reading(PAUSE_BUFFER)
+            return
+        self.seen_bytes = True
+        if self.phase != BODY:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except Reject as reject:
+            self._reject(reject.status)
+            return
+        except HttpParserUpgrade as upgrade:
+            self.upgrading = True
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            rest = data[offset:]
+            if rest:
+                self.data_received_after_upgrade(rest)
+            return
+        except HttpParserError:
+            self._reject(400)
+            return
+        except Exception:  # a bug must not take the listener down; the client gets a 500
+            log.exception("proxy: unexpected error on a client connection")
+            self._reject(500)
+            return
+        if self.phase == HEAD and self.head_bytes > self.settings.max_header_bytes + self.settings.max_request_line:
+            self._reject(431)
+
+    def data_received_after_upgrade(self, data: bytes) -> None:
+        self.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still be waiting for its response: keep writing.
+        if self.active is None and self.parsing is None:
+            return None
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.active
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- llhttp callbacks (request) --------------------------------------------------------
+    def on_message_begin(self) -> None:
+        now = _monotonic()
+        if self.phase == IDLE:
+            self.head_started = now
+        self.phase = HEAD
+        self.parsing = Exchange(now)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        ex.url = ex.url + url if ex.url else url
+        if len(ex.url) > self.settings.max_request_line:
+            raise Reject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.parsing
+        if ex is None or self.phase != HEAD:
+            return  # trailers of a chunked body are not forwarded
+        settings = self.settings
+        ex.header_bytes += len(name) + len(value) + 4
+        if len(ex.headers) >= settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+            raise Reject(431)
+        ex.headers.append((name, value))
+        lower = name.lower()
+        if lower == b"host":
+            ex.host_count += 1
+            ex.host = value
+        elif lower == b"content-length":
+            if not value.isdigit():
+                raise Reject(400)
+            length = int(value)
+            if ex.content_length is not None and ex.content_length != length:
+                raise Reject(400)
+            ex.content_length = length
+        elif lower == b"transfer-encoding":
+            ex.te_seen = True
+            ex.chunked = value.strip().lower().endswith(b"chunked")
+        elif lower == b"connection":
+            tokens = connection_tokens(value)
+            ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
+        elif lower == b"upgrade":
+            ex.upgrade_value = value
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        parser = self.parser
+        self.phase = BODY
+        self.head_bytes = 0
+        ex.method = method = parser.get_method()
+        version = parser.get_http_version()
+        ex.http_minor = 0 if version == "1.0" else 1
+        if method == b"CONNECT":
+            raise Reject(405)
+        if ex.host_count > 1 or (ex.host_count == 0 and ex.http_minor == 1):
+            raise Reject(400)
+        if ex.host is not None and not valid_host(ex.host):
+            raise Reject(400)
+        if ex.te_seen and (ex.content_length is not None or ex.http_minor == 0 or not ex.chunked):
+            raise Reject(400)
+        if ex.content_length is not None and ex.content_length > self.settings.max_body_bytes:
+            raise Reject(413)
+        if not ex.url or ex.url[:1] not in (b"/", b"*") and not ex.url.startswith((b"http://", b"https://")):
+            raise Reject(400)
+        # Must be read here, not after feed_data(): llhttp resets the flags on completion.
+        ex.keep_alive = parser.should_keep_alive()
+        ex.upgrade = parser.should_upgrade() and ex.upgrade_value is not None
+        ex.replay = [] if method in IDEMPOTENT else None
+        if ex.chunked or (ex.content_length or 0) > 0:
+            self._queue(ex)  # stream the body: start the exchange before it arrives
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        size = len(body)
+        ex.bytes_in += size
+        if ex.bytes_in > self.settings.max_body_bytes:
+            raise Reject(413)
+        if ex.done:
+            return
+        replay = ex.replay
+        if replay is not None:
+            ex.replay_bytes += size
+            if ex.replay_bytes > REPLAY_LIMIT:
+                ex.replay = None
+            else:
+                replay.append(body)
+        up = ex.upstream
+        if up is not None and ex is self.active and up.transport is not None:
+            if ex.chunked:
+                up.transport.writelines((b"%x\r\n" % size, body, CRLF))
+            else:
+                up.transport.write(body)
+        else:
+            ex.pending_body.append(body)
+            ex.pending_bytes += size
+            if ex.pending_bytes > BUFFER_LIMIT:
+                self.pause_reading(PAUSE_BUFFER)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        self.parsing = None
+        self.phase = IDLE
+        self.idle_since = self.stamp
+        ex.body_done = True
+        if not ex.keep_alive:
+            self.no_more = True
+        if ex.done:
+            return
+        if ex.chunked and ex is self.active and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.write(LAST_CHUNK)
+        if not ex.chunked and not ex.content_length:
+            self._queue(ex)
+
+    # -- request side ------------------------------------------------------------------
+    def _queue(self, ex: Exchange) -> None:
+        self.proxy.active_requests += 1
+        if self.active is None:
+            self._start(ex)
+        else:
+            self.pending.append(ex)
+            if len(self.pending) >= PIPELINE_LIMIT:
+                self.pause_reading(PAUSE_PIPELINE)
+
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        ex.wall = _wall()
+        lb = self.lb
+        retry_after = lb.check_client(self.ip)
+        if retry_after is not None:
+            seconds = max(1, int(retry_after + 0.999))
+            self._respond_error(ex, 429, b"Retry-After: %d\r\n" % seconds)
+            return
+        request = {"client_ip": self.ip, "path": ex.url.decode("latin-1"), "headers": RequestHeaders(ex.headers)}
+        ex.request = request
+        server = lb.route(request)
+        if server is None:
+            self._respond_error(ex, 503)
+            return
+        ex.set_cookie = request.get("set_cookie")
+        ex.head = self._build_head(ex)
+        self._dispatch(ex, server)
+
+    def _build_head(self, ex: Exchange) -> bytes:
+        trust = self.settings.trust_forwarded
+        tokens = ex.conn_tokens
+        parts = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
+        append = parts.append
+        prior_xff: bytes | None = None
+        prior_fwd: bytes | None = None
+        has_proto = has_xhost = False
+        for name, value in ex.headers:
+            lower = name.lower()
+            if lower in HOP_BY_HOP or (tokens is not None and lower in tokens):
+                continue
+            if lower in FORWARDING:
+                if not trust:
+                    continue
+                if lower == b"x-forwarded-for":
+                    prior_xff = value if prior_xff is None else prior_xff + b", " + value
+                    continue
+                if lower == b"forwarded":
+                    prior_fwd = value if prior_fwd is None else prior_fwd + b", " + value
+                    continue
+                if lower == b"x-forwarded-proto":
+                    has_proto = True
+                else:
+                    has_xhost = True
+            append(name)
+            append(b": ")
+            append(value)
+            append(CRLF)
+        ip = self.ip_bytes
+        append(b"X-Forwarded-For: ")
+        append(ip if prior_xff is None else prior_xff + b", " + ip)
+        append(CRLF)
+        if not has_proto:
+            append(b"X-Forwarded-Proto: " + self.proto + CRLF)
+        host = ex.host
+        if host is not None and not has_xhost:
+            append(b"X-Forwarded-Host: " + host + CRLF)
+        element = b"for=" + forwarded_for(self.ip).encode() + b";proto=" + self.proto
+        if host is not None:
+            element += b';host="' + host + b'"'
+        append(b"Forwarded: ")
+        append(element if prior_fwd is None else prior_fwd + b", " + element)
+        append(CRLF)
+        if ex.chunked:
+            append(b"Transfer-Encoding: chunked\r\n")
+        if ex.upgrade and ex.upgrade_value is not None:
+            append(b"Connection: Upgrade\r\nUpgrade: " + ex.upgrade_value + CRLF)
+        if host is None:
+            append(b"Host: \x00\r\n")  # placeholder: filled with the chosen server's address
+        append(CRLF)
+        return b"".join(parts)
+
+    def _dispatch(self, ex: Exchange, server: Server) -> None:
+        ex.server = server
+        ex.tried.append(server)
+        self.lb.begin(server)
+        ex.in_flight = True
+        ex.up_started = _monotonic()
+        conn = self.pool.acquire(server)
+        if conn is not None:
+            self._attach(ex, conn)
+        else:
+            ex.connect_task = asyncio.get_running_loop().create_task(self._connect(ex, server))
+
+    async def _connect(self, ex: Exchange, server: Server) -> None:
+        loop = asyncio.get_running_loop()
+        pool = self.pool
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(pool, server), server.host, server.port),
+                self.settings.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            ex.connect_task = None
+            if self.active is ex and not ex.done:
+                self._upstream_failed(ex, timeout=True)
+            return
+        except OSError:
+            ex.connect_task = None
+            if self.active is ex and not ex.done:
+                self._upstream_failed(ex, timeout=False)
+            return
+        ex.connect_task = None
+        pool.opened += 1
+        if self.active is not ex or ex.done or self.closed or ex.server is not server:
+            pool.release(conn)
+            return
+        self._attach(ex, conn)
+
+    def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.upstream = conn
+        conn.bind(self, ex.method == b"HEAD")
+        transport = conn.transport
+        assert transport is not None
+        head = ex.head
+        if ex.host is None and ex.server is not None:
+            head = head.replace(b"Host: \x00\r\n", b"Host: " + ex.server.address.encode() + CRLF)
+        ex.sent = True
+        if ex.pending_body:
+            chunks = [head]
+            if ex.chunked and not self.upgrading:
+                for body in ex.pending_body:
+                    chunks += (b"%x\r\n" % len(body), body, CRLF)
+            else:
+                chunks += ex.pending_body
+            if ex.body_done and ex.chunked:
+                chunks.append(LAST_CHUNK)
+            transport.writelines(chunks)
+            ex.pending_body = []
+            ex.pending_bytes = 0
+            self.resume_reading(PAUSE_BUFFER)
+        elif ex.body_done and ex.chunked:
+            transport.writelines((head, LAST_CHUNK))
+        else:
+            transport.write(head)
+        if self.write_paused:
+            transport.pause_reading()
+
+    def _upstream_failed(self, ex: Exchange, timeout: bool) -> None:
+        """Connect failure, reset or timeout: retry elsewhere when safe, else 502/504."""
+        server = ex.server
+        if ex.in_flight and server is not None:
+            ex.in_flight = False
+            self.lb.finish(server, None, _monotonic() - ex.up_started, failed=True)
+        conn = ex.upstream
+        ex.upstream = None
+        if conn is not None:
+            conn.abort()
+        if ex.resp_started:
+            self._abort()
+            return
+        replayable = not ex.sent or ex.replay is not None
+        if replayable and len(ex.tried) <= self.settings.retries and ex.request is not None and not timeout:
+            request = ex.request
+            server = self.lb.route(request, exclude=ex.tried)
+            if server is not None:
+                if ex.sent and ex.replay is not None:
+                    ex.pending_body = list(ex.replay)
+                    ex.pending_bytes = ex.replay_bytes
+                ex.sent = False
+                ex.set_cookie = request.get("set_cookie", ex.set_cookie)
+                self._dispatch(ex, server)
+                return
+        self._respond_error(ex, 504 if timeout else 502)
+
+    # -- response side (called by UpstreamConnection) ------------------------------------
+    def response_head(self, up: UpstreamConnection, status: int, reason: bytes, headers: list) -> None:
+        ex = self.active
+        if ex is None or ex.upstream is not up or self.transport is None:
+            return
+        if status < 200 and status != 101:
+            if ex.http_minor == 1:  # interim (100 Continue, 103 Early Hints): relay as is
+                parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+                for name, value in headers:
+                    if name.lower() not in HOP_BY_HOP:
+                        parts += (name, b": ", value, CRLF)
+                parts.append(CRLF)
+                self.transport.write(b"".join(parts))
+            return
+        ex.status = status
+        ex.resp_started = True
+        ex.upstream_ms = (_monotonic() - ex.up_started) * 1000.0
+        tokens: set[bytes] | None = None
+        for name, value in headers:
+            if len(name) == 10 and name.lower() == b"connection":
+                tokens = connection_tokens(value) if tokens is None else tokens | connection_tokens(value)
+        has_body = not (up.head_only or status in (204, 304) or status == 101)
+        length_known = chunked_up = False
+        upgrade_value = None
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        append = parts.append
+        for name, value in headers:
+            lower = name.lower()
+            if lower in HOP_BY_HOP or (tokens is not None and lower in tokens):
+                if lower == b"transfer-encoding":
+                    chunked_up = True
+                elif lower == b"upgrade":
+                    upgrade_value = value
+                continue
+            if lower == b"content-length":
+                length_known = True
+            append(name)
+            append(b": ")
+            append(value)
+            append(CRLF)
+        keep = ex.keep_alive and not self.closing
+        if status == 101:
+            append(b"Connection: Upgrade\r\n")
+            if upgrade_value is not None:
+                append(b"Upgrade: " + upgrade_value + CRLF)
+        elif has_body and (chunked_up or not length_known):
+            ex.resp_eof = not chunked_up
+            if ex.http_minor == 1:
+                ex.resp_chunked = True
+                append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                keep = False  # HTTP/1.0 client: the body ends when we close
+        if status != 101:
+            if not keep:
+                ex.must_close = True
+                append(b"Connection: close\r\n")
+            elif ex.http_minor == 0:
+                append(b"Connection: keep-alive\r\n")
+        if ex.set_cookie:
+            append(b"Set-Cookie: " + ex.set_cookie.encode("latin-1") + CRLF)
+        if self.settings.server_header:
+            append(b"Via: 1.1 lbtui\r\n")
+        append(CRLF)
+        self.transport.write(b"".join(parts))
+
+    def response_body(self, up: UpstreamConnection, body: bytes) -> None:
+        ex = self.active
+        if ex is None or ex.upstream is not up or self.transport is None:
+            return
+        ex.bytes_out += len(body)
+        if ex.resp_chunked:
+            self.transport.writelines((b"%x\r\n" % len(body), body, CRLF))
+        else:
+            self.transport.write(body)
+
+    def response_done(self, up: UpstreamConnection, upstream_keep_alive: bool) -> None:
+        ex = self.active
+        if ex is None or ex.upstream is not up:
+            return
+        if ex.resp_chunked and self.transport is not None:
+            self.transport.write(LAST_CHUNK)
+        ex.upstream = None
+        if ex.in_flight and ex.server is not None:
+            ex.in_flight = False
+            self.lb.finish(ex.server, ex.status, _monotonic() - ex.up_started)
+        if upstream_keep_alive and ex.body_done and not self.upgrading:
+            self.pool.release(up)
+        else:
+            up.close()
+        self._finish(ex)
+
+    def upstream_lost(self, up: UpstreamConnection) -> None:
+        ex = self.active
+        if ex is None or ex.upstream is not up:
+            return
+        if ex.tunnel:
+            self._finish(ex)
+            return
+        if ex.resp_started and ex.resp_eof:
+            self.response_done(up, False)
+            return
+        self._upstream_failed(ex, timeout=False)
+
+    def upstream_broken(self, up: UpstreamConnection, reset: bool) -> None:
+        """The upstream sent something that is not HTTP: 502, never retried."""
+        ex = self.active
+        if ex is None or ex.upstream is not up:
+            return
+        ex.replay = None
+        ex.sent = True
+        self._upstream_failed(ex, timeout=False)
+
+    def upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
+        """The upstream answered 101: from now on bytes pass through both ways."""
+        ex = self.active
+        if ex is None or ex.upstream is not up or self.transport is None:
+            return
+        ex.tunnel = True
+        self.upgrading = True
+        if rest:
+            self.transport.write(rest)
+            ex.bytes_out += len(rest)
+        if ex.pending_body and up.transport is not None:
+            up.transport.writelines(ex.pending_body)
+            ex.pending_body = []
+            ex.pending_bytes = 0
+            self.resume_reading(PAUSE_BUFFER)
+
+    def tunnel_from_upstream(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+            ex = self.active
+            if ex is not None:
+                ex.bytes_out += len(data)
+
+    # -- endings -------------------------------------------------------------------------
+    def _respond_error(self, ex: Exchange, status: int, extra: bytes = b"") -> None:
+        close = not ex.body_done or not ex.keep_alive or self.closing or status in (400, 408, 413, 414, 431)
+        data, size = error_response(
+            status,
+            close=close,
+            head_only=ex.method == b"HEAD",
+            server_header=self.settings.server_header,
+            extra=extra,
+        )
+        ex.status = status
+        ex.bytes_out = size
+        ex.must_close = close
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+        self._finish(ex)
+
+    def _finish(self, ex: Exchange) -> None:
+        if ex.done:
+            return
+        ex.done = True
+        if self.active is ex:
+            self.active = None
+        proxy = self.proxy
+        proxy.active_requests -= 1
+        if ex.tunnel:
+            if ex.in_flight and ex.server is not None:
+                ex.in_flight = False
+                self.lb.finish(ex.server, 101, _monotonic() - ex.up_started)
+            up = ex.upstream
+            ex.upstream = None
+            if up is not None:
+                up.close()
+            ex.must_close = True
+        if proxy.observers or proxy.access_log is not None:
+            self._record(ex)
+        if ex.must_close or not ex.body_done or self.closing or self.deferred_error or self.upgrading:
+            if self.deferred_error and not ex.must_close and self.transport is not None:
+                self.transport.write(error_response(self.deferred_error, close=True)[0])
+            self._close()
+            return
+        self.idle_since = _monotonic()
+        if self.pending:
+            nxt = self.pending.popleft()
+            self.resume_reading(PAUSE_PIPELINE)
+            self._start(nxt)
+
+    def _record(self, ex: Exchange) -> None:
+        now = _monotonic()
+        server = ex.server
+        record = AccessRecord(
+            ex.wall or _wall(),
+            self.ip,
+            ex.method.decode("latin-1"),
+            ex.url.decode("latin-1"),
+            ex.status,
+            server.name if server is not None else None,
+            ex.bytes_in,
+            ex.bytes_out,
+            ex.upstream_ms,
+            (now - ex.started) * 1000.0,
+        )
+        self.proxy.publish(record)
+
+    def _reject(self, status: int) -> None:
+        """A malformed or oversized request: an error answer and a closed connection."""
+        self.no_more = True
+        ex = self.parsing
+        self.parsing = None
+        if self.active is not None and not self.active.done:
+            # An earlier pipelined request is still being answered: finish it first.
+            self.deferred_error = status
+            return
+        if ex is None:
+            ex = Exchange(_monotonic())
+        if ex.done:
+            self._close()
+            return
+        if ex in self.pending or ex is self.active:
+            pass
+        else:
+            self.proxy.active_requests += 1
+        ex.must_close = True
+        ex.keep_alive = False
+        self.active = ex
+        self._respond_error(ex, status)
+
+    def _abandon(self, ex: Exchange) -> None:
+        """The client went away mid-exchange: release the upstream side."""
+        task = ex.connect_task
+        if task is not None:
+            task.cancel()
+            ex.connect_task = None
+        up = ex.upstream
+        ex.upstream = None
+        if up is not None:
+            if ex.tunnel:
+                up.close()
+            else:
+                up.abort()
+        if ex.in_flight and ex.server is not None:
+            ex.in_flight = False
+            self.lb.finish(ex.server, None, _monotonic() - ex.up_started)
+        if not ex.status:
+            ex.status = 499  # nginx's "client closed request"
+        ex.must_close = True
+        self._finish(ex)
+
+    def _close(self) -> None:
+        self.no_more = True
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _abort(self) -> None:
+        self.no_more = True
+        ex = self.active
+        if ex is not None and not ex.done:
+            ex.must_close = True
+            self._finish(ex)
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    # -- housekeeping (called by the proxy's sweeper) --------------------------------------
+    def check_timeouts(self, now: float) -> None:
+        if self.closed:
+            return
+        settings = self.settings
+        ex = self.active
+        if ex is not None:
+            up = ex.upstream
+            if ex.tunnel:
+                last = max(self.stamp, up.stamp if up is not None else 0.0)
+                if now - last > settings.idle_timeout:
+                    self._finish(ex)
+                return
+            if up is not None:
+                last = up.stamp if ex.body_done else max(up.stamp, self.stamp)
+                if now - last > settings.upstream_timeout:
+                    self._upstream_failed(ex, timeout=True)
+                    return
+            if self.parsing is ex and self.phase == BODY and now - self.stamp > settings.body_timeout:
+                if ex.resp_started:
+                    self._abort()
+                else:
+                    self._reject_active(ex, 408)
+            return
+        if self.phase == HEAD:
+            if now - self.head_started > settings.header_timeout:
+                if self.seen_bytes:
+                    self._reject(408)
+                else:
+                    self._close()
+        elif self.phase == IDLE and not self.pending:
+            if now - self.idle_since > settings.idle_timeout or self.closing:
+                self._close()
+
+    def _reject_active(self, ex: Exchange, status: int) -> None:
+        task = ex.connect_task
+        if task is not None:
+            task.cancel()
+            ex.connect_task = None
+        up = ex.upstream
+        ex.upstream = None
+        if up is not None:
+            up.abort()
+        if ex.in_flight and ex.server is not None:
+            ex.in_flight = False
+            self.lb.finish(ex.server, None, _monotonic() - ex.up_started)
+        self.no_more = True
+        self.parsing = None
+        self._respond_error(ex, status)
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle, else after the exchange in progress."""
+        self.closing = True
+        if self.active is None and self.parsing is None and not self.pending:
+            self._close()
+
+    def abort(self) -> None:
+        ex = self.active
+        if ex is not None and not ex.done:
+            self._abandon(ex)
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()

@@ -1,0 +1,214 @@
+"""Upstream side: one keep-alive connection per in-flight request, pooled per server.
+
+An ``UpstreamConnection`` parses responses with llhttp (httptools) and hands each event
+straight to the client connection it is bound to; between requests it sits idle in the
+``UpstreamPool`` (last in, first out, so the warmest connection is reused and surplus
+ones age out by the idle timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+if TYPE_CHECKING:
+    from engine.proxy.client import ClientConnection
+    from engine.server import Server
+
+_monotonic = time.monotonic
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to a backend; bound to at most one client exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool, server: Server) -> None:
+        self.pool = pool
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.parser: HttpResponseParser | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.status = 0
+        self.head_only = False
+        self.tunnel = False
+        self.closed = False
+        self.stamp = _monotonic()  # last activity: request sent or byte received
+        self.idle_since = 0.0
+        self.uses = 0
+
+    # -- binding ------------------------------------------------------------------------
+    def bind(self, client: ClientConnection, head_only: bool) -> None:
+        self.client = client
+        # A fresh parser per response: llhttp cannot be told a response answers HEAD, so
+        # a HEAD response is completed at its head and its parser thrown away.
+        self.parser = HttpResponseParser(self)
+        self.headers = []
+        self.head_only = head_only
+        self.status = 0
+        self.stamp = _monotonic()
+        self.uses += 1
+
+    def unbind(self) -> None:
+        self.client = None
+        self.parser = None
+
+    def close(self) -> None:
+        self.client = None
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.client = None
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.stamp = _monotonic()
+        client = self.client
+        if client is None:
+            # Bytes on an idle connection: the backend is out of step; never reuse it.
+            self.close()
+            return
+        if self.tunnel:
+            client.tunnel_from_upstream(data)
+            return
+        parser = self.parser
+        if parser is None:
+            self.close()
+            return
+        try:
+            parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if self.status == 101 and self.client is not None:
+                self.tunnel = True
+                self.client.upgraded(self, data[offset:])
+            else:
+                self._bad_response()
+        except HttpParserError:
+            self._bad_response()
+
+    def _bad_response(self) -> None:
+        client = self.client
+        if client is not None:
+            client.upstream_broken(self, reset=False)
+        self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        client = self.client
+        self.client = None
+        if client is not None:
+            client.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading(1)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading(1)
+
+    # -- llhttp callbacks -----------------------------------------------------------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        client = self.client
+        if parser is None or client is None:
+            return
+        self.status = status = parser.get_status_code()
+        headers, self.headers = self.headers, []
+        client.response_head(self, status, self.reason, headers)
+        if self.head_only and status >= 200 and status != 101 and self.client is client:
+            client.response_done(self, parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        client = self.client
+        if client is not None:
+            client.response_body(self, body)
+
+    def on_message_complete(self) -> None:
+        # should_keep_alive() must be read here: llhttp resets its flags once the
+        # message is done, so after feed_data() returns it always answers False.
+        status = self.status
+        if status < 200 or self.head_only:
+            return
+        client = self.client
+        if client is not None and self.parser is not None:
+            client.response_done(self, self.parser.should_keep_alive())
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per server, at most ``size`` each."""
+
+    def __init__(self, size: int = 64, idle_timeout: float = 60.0) -> None:
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Server, list[UpstreamConnection]] = {}
+        self.opened = 0  # connections ever opened (keep-alive reuse shows as few)
+
+    def acquire(self, server: Server) -> UpstreamConnection | None:
+        idle = self._idle.get(server)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    def release(self, conn: UpstreamConnection) -> None:
+        conn.unbind()
+        if conn.closed or self.size <= 0:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.server, [])
+        if len(idle) >= self.size:
+            conn.close()
+            return
+        conn.idle_since = _monotonic()
+        idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.server)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle longer than the idle timeout; forget removed servers."""
+        limit = now - self.idle_timeout
+        for server, idle in list(self._idle.items()):
+            stale = [c for c in idle if c.idle_since < limit]
+            for conn in stale:
+                conn.close()
+            if not idle:
+                del self._idle[server]
+
+    def idle_count(self, server: Server | None = None) -> int:
+        if server is not None:
+            return len(self._idle.get(server, ()))
+        return sum(len(v) for v in self._idle.values())
+
+    def close_all(self) -> None:
+        for idle in list(self._idle.values()):
+            for conn in list(idle):
+                conn.close()
+        self._idle.clear()

@@ -1,0 +1,282 @@
+"""The L4 proxy: splice bytes between a client and a backend, routed by client IP.
+
+Same policies as the HTTP proxy (the client IP is the hash key, so consistent hashing
+pins a client to a server), connect timeout with failover to the next server,
+per-client rate limit (a refused client is simply closed), idle timeout, half-close
+passed through, and flow control both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+
+from engine.balancer import LoadBalancer
+from engine.proxy.settings import ProxySettings
+from engine.server import Server
+
+log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+BUFFER_LIMIT = 256 * 1024
+
+
+class _Upstream(asyncio.Protocol):
+    def __init__(self, client: TcpClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.stamp = _monotonic()
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.stamp = _monotonic()
+        client = self.client
+        client.bytes_out += len(data)
+        if client.transport is not None and not client.closed:
+            client.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        client = self.client
+        if client.transport is not None and not client.closed and client.transport.can_write_eof():
+            client.transport.write_eof()
+            if client.eof:
+                client.close()
+            return True
+        client.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None and not self.client.closed:
+            self.client.transport.resume_reading()
+
+
+class TcpClient(asyncio.Protocol):
+    """One client connection of the TCP proxy."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.lb = proxy.lb
+        self.transport: asyncio.Transport | None = None
+        self.upstream: _Upstream | None = None
+        self.server: Server | None = None
+        self.ip = ""
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.stamp = _monotonic()
+        self.started = self.stamp
+        self.task: asyncio.Task[None] | None = None
+        self.in_flight = False
+        self.failed = False
+        self.closed = False
+        self.eof = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else "unknown"
+        self.proxy.opened(self)
+        if self.lb.check_client(self.ip) is not None:
+            self.close()
+            return
+        self.transport.pause_reading()
+        self.task = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        request = {"client_ip": self.ip, "key": self.ip, "path": "", "headers": {}}
+        tried: list[Server] = []
+        loop = asyncio.get_running_loop()
+        settings = self.proxy.settings
+        while len(tried) <= settings.retries:
+            server = self.lb.route(request, exclude=tried)
+            if server is None:
+                break
+            tried.append(server)
+            self.lb.begin(server)
+            began = _monotonic()
+            try:
+                _, upstream = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Upstream(self), server.host, server.port),
+                    settings.connect_timeout,
+                )
+            except (OSError, asyncio.TimeoutError):
+                self.lb.finish(server, None, _monotonic() - began, failed=True)
+                continue
+            self.task = None
+            if self.closed:
+                self.lb.finish(server, None, _monotonic() - began)
+                if upstream.transport is not None:
+                    upstream.transport.close()
+                return
+            self.server, self.upstream, self.in_flight, self.started = server, upstream, True, began
+            self.stamp = _monotonic()
+            if self.buffer and upstream.transport is not None:
+                upstream.transport.writelines(self.buffer)
+                self.buffer, self.buffered = [], 0
+            if self.eof and upstream.transport is not None and upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            if self.transport is not None:
+                self.transport.resume_reading()
+            return
+        self.task = None
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.stamp = _monotonic()
+        self.bytes_in += len(data)
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+            return
+        self.buffer.append(data)
+        self.buffered += len(data)
+        if self.buffered > BUFFER_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        upstream = self.upstream
+        if upstream is None:
+            return True  # forwarded once connected
+        if upstream.transport is not None and upstream.transport.can_write_eof():
+            upstream.transport.write_eof()
+            if upstream.eof:
+                self.close()
+            return True
+        self.close()
+        return None
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.failed = True
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+        self.proxy.closed(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.close()
+        if self.in_flight and self.server is not None:
+            self.in_flight = False
+            self.lb.finish(self.server, None, _monotonic() - self.started, failed=self.failed)
+
+    def abort(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
+        self.close()
+
+    def check_timeouts(self, now: float, idle_timeout: float) -> None:
+        last = max(self.stamp, self.upstream.stamp if self.upstream is not None else 0.0)
+        if now - last > idle_timeout:
+            self.close()
+
+
+class TcpProxy:
+    """Plain TCP load balancing with the engine's policies."""
+
+    def __init__(self, lb: LoadBalancer, settings: ProxySettings | None = None) -> None:
+        self.lb = lb
+        self.settings = settings or ProxySettings()
+        self.port = 0
+        self.host = ""
+        self.connections = 0
+        self.accepted = 0
+        self._conns: set[TcpClient] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._emptied: asyncio.Event | None = None
+
+    @property
+    def active_requests(self) -> int:
+        return self.connections
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
+        if self._server is not None:
+            raise RuntimeError("proxy already started")
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: TcpClient(self), host, port, ssl=ssl_context, backlog=1024, reuse_address=True
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        self._sweeper = loop.create_task(self._sweep(), name=f"lbtui-tcp-sweeper:{self.port}")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; open connections get ``grace`` seconds to finish, then close."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        server.close()
+        self._emptied = asyncio.Event()
+        if self._conns:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), grace)
+        for conn in list(self._conns):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    def opened(self, conn: TcpClient) -> None:
+        self._conns.add(conn)
+        self.connections += 1
+        self.accepted += 1
+
+    def closed(self, conn: TcpClient) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self.connections -= 1
+        if not self._conns and self._emptied is not None:
+            self._emptied.set()
+
+    async def _sweep(self) -> None:
+        interval = self.settings.sweep_interval()
+        idle = self.settings.idle_timeout
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self._conns):
+                try:
+                    conn.check_timeouts(now, idle)
+                except Exception:
+                    log.exception("tcp proxy: timeout check failed")
+                    conn.abort()

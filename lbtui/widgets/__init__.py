@@ -1,0 +1,1 @@
+"""The terminal app\x27s widgets, one per module."""

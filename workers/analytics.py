@@ -1,0 +1,252 @@
+"""Analytics: per-minute rollups of the proxy's access records, kept in the store.
+
+The proxy calls ``observe`` for every finished request; it only appends the record to a
+list, so the data plane pays one list append. The worker step (every few seconds) swaps
+that list out and folds it into one accumulator per epoch minute: requests, status
+classes and codes, bytes, and per-server counts and latency histograms. Each step
+re-puts the minutes it touched (the store replaces a rollup by minute), so reports see
+the current minute too; finished minutes are then forgotten. Retention prunes old ones.
+
+The rollup also carries each latency histogram (``latency``: bucket counts), so hourly
+and daily summaries can merge minutes into true percentiles rather than averaging them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from engine.accesslog import AccessRecord
+from engine.stats import LatencyHistogram
+from workers.base import Worker
+
+MINUTE = 60
+DEFAULT_RETENTION_MINUTES = 7 * 24 * 60
+#: Minutes kept in memory while the store is unreachable; older ones are dropped (counted).
+MAX_OPEN_MINUTES = 24 * 60
+#: Records kept between steps; beyond this the proxy's records are counted but dropped.
+MAX_PENDING = 2_000_000
+
+
+class RollupStore(Protocol):
+    """The part of ``cloud.store.Store`` analytics needs."""
+
+    async def put_rollup(self, doc: Mapping[str, Any]) -> None: ...
+    async def list_rollups(self, since: int = 0) -> list[dict[str, Any]]: ...
+    async def prune_rollups(self, before: int) -> int: ...
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+def histogram_to_doc(hist: LatencyHistogram) -> dict[str, Any]:
+    """A JSON- and BSON-safe form of a histogram (string bucket keys)."""
+    return {
+        "counts": {str(k): v for k, v in hist.counts.items()},
+        "total": hist.total,
+        "sum_us": hist.sum_micros,
+        "max_us": hist.max_micros,
+    }
+
+
+def histogram_from_doc(doc: Mapping[str, Any] | None) -> LatencyHistogram:
+    hist = LatencyHistogram()
+    if not doc:
+        return hist
+    hist.counts = {int(k): int(v) for k, v in (doc.get("counts") or {}).items()}
+    hist.total = int(doc.get("total", sum(hist.counts.values())))
+    hist.sum_micros = int(doc.get("sum_us", 0))
+    hist.max_micros = int(doc.get("max_us", 0))
+    return hist
+
+
+def ms(hist: LatencyHistogram, p: float) -> float:
+    return round(hist.percentile(p) * 1000, 3)
+
+
+class MinuteRollup:
+    """Everything counted for one minute, before it becomes a store document."""
+
+    __slots__ = ("minute", "requests", "errors", "status", "codes", "bytes_in", "bytes_out", "latency", "servers")
+
+    def __init__(self, minute: int) -> None:
+        self.minute = minute
+        self.requests = 0
+        self.errors = 0
+        self.status: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.latency = LatencyHistogram()
+        self.servers: dict[str, list[Any]] = {}  # name -> [requests, errors, LatencyHistogram]
+
+    def add(self, record: AccessRecord) -> None:
+        status = record.status
+        error = status >= 500 or status == 0
+        self.requests += 1
+        self.errors += error
+        cls, code = status_class(status), str(status)
+        self.status[cls] = self.status.get(cls, 0) + 1
+        self.codes[code] = self.codes.get(code, 0) + 1
+        self.bytes_in += record.bytes_in
+        self.bytes_out += record.bytes_out
+        seconds = record.total_ms / 1000
+        self.latency.record(seconds)
+        if record.server:
+            entry = self.servers.get(record.server)
+            if entry is None:
+                entry = self.servers[record.server] = [0, 0, LatencyHistogram()]
+            entry[0] += 1
+            entry[1] += error
+            entry[2].record(record.upstream_ms / 1000)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "minute": self.minute,
+            "requests": self.requests,
+            "errors": self.errors,
+            "status": dict(self.status),
+            "codes": dict(self.codes),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "p50_ms": ms(self.latency, 50),
+            "p90_ms": ms(self.latency, 90),
+            "p99_ms": ms(self.latency, 99),
+            "latency": histogram_to_doc(self.latency),
+            "servers": {
+                name: {
+                    "requests": count,
+                    "errors": errors,
+                    "p50_ms": ms(hist, 50),
+                    "p99_ms": ms(hist, 99),
+                    "latency": histogram_to_doc(hist),
+                }
+                for name, (count, errors, hist) in sorted(self.servers.items())
+            },
+        }
+
+
+class AnalyticsWorker(Worker):
+    """Rolls access records up per minute into the store, and prunes past retention."""
+
+    name = "analytics"
+
+    def __init__(
+        self,
+        store: RollupStore,
+        *,
+        interval: float = 5.0,
+        retention_minutes: int = DEFAULT_RETENTION_MINUTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(interval)
+        if retention_minutes < 1:
+            raise ValueError("analytics: retention must be at least one minute")
+        self.store = store
+        self.retention_minutes = retention_minutes
+        self.clock = clock
+        self._pending: list[AccessRecord] = []
+        self._open: dict[int, MinuteRollup] = {}
+        self._dirty: set[int] = set()
+        self._last_prune = -1
+        self.records = 0
+        self.dropped = 0
+        self.minutes_written = 0
+
+    def observe(self, record: AccessRecord) -> None:
+        """The proxy's observer: one append, nothing else on the hot path."""
+        pending = self._pending
+        if len(pending) < MAX_PENDING:
+            pending.append(record)
+        else:
+            self.dropped += 1
+
+    def attach(self, proxy: Any) -> None:
+        """Register on an ``HttpProxy`` (anything with an ``observers`` list)."""
+        if self.observe not in proxy.observers:
+            proxy.observers.append(self.observe)
+
+    def detach(self, proxy: Any) -> None:
+        if self.observe in proxy.observers:
+            proxy.observers.remove(self.observe)
+
+    def fold(self) -> int:
+        """Move pending records into their minutes; returns how many were folded."""
+        batch, self._pending = self._pending, []
+        open_minutes = self._open
+        for record in batch:
+            minute = int(record.time // MINUTE)
+            rollup = open_minutes.get(minute)
+            if rollup is None:
+                rollup = open_minutes[minute] = MinuteRollup(minute)
+            rollup.add(record)
+            self._dirty.add(minute)
+        self.records += len(batch)
+        while len(open_minutes) > MAX_OPEN_MINUTES:
+            oldest = min(open_minutes)
+            self.dropped += open_minutes.pop(oldest).requests
+            self._dirty.discard(oldest)
+        return len(batch)
+
+    async def flush(self) -> int:
+        """Fold, write every touched minute, forget finished ones; returns minutes written."""
+        self.fold()
+        current = int(self.clock() // MINUTE)
+        written = 0
+        for minute in sorted(self._dirty):
+            await self.store.put_rollup(self._open[minute].to_doc())
+            self._dirty.discard(minute)
+            written += 1
+        self.minutes_written += written
+        # A record can arrive late by the length of a request; keep the previous minute open.
+        for minute in [m for m in self._open if m < current - 1 and m not in self._dirty]:
+            del self._open[minute]
+        return written
+
+    async def prune(self) -> int:
+        current = int(self.clock() // MINUTE)
+        self._last_prune = current
+        return await self.store.prune_rollups(current - self.retention_minutes)
+
+    async def step(self) -> None:
+        await self.flush()
+        if int(self.clock() // MINUTE) != self._last_prune:
+            await self.prune()
+
+    async def teardown(self) -> None:
+        """Write what is left; a store outage at shutdown is reported, not raised."""
+        try:
+            await self.flush()
+        except Exception as exc:  # shutdown must finish even when the store is gone
+            self.last_error = f"final flush: {exc.__class__.__name__}: {exc}"[:300]
+            self.last_error_at = time.time()
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "pending": len(self._pending),
+            "open_minutes": len(self._open),
+            "minutes_written": self.minutes_written,
+            "dropped": self.dropped,
+        }
+
+
+class InMemoryRollupStore:
+    """A stand-in rollup store for tests and demos without a store (same contract)."""
+
+    def __init__(self) -> None:
+        self.rollups: dict[int, dict[str, Any]] = {}
+
+    async def put_rollup(self, doc: Mapping[str, Any]) -> None:
+        self.rollups[int(doc["minute"])] = dict(doc)
+
+    async def list_rollups(self, since: int = 0) -> list[dict[str, Any]]:
+        return [self.rollups[m] for m in sorted(self.rollups) if m >= since]
+
+    async def prune_rollups(self, before: int) -> int:
+        old = [m for m in self.rollups if m < before]
+        for m in old:
+            del self.rollups[m]
+        return len(old)

@@ -1,0 +1,134 @@
+"""A background worker: one owned asyncio task with start, stop, status and last error.
+
+Each worker implements ``step`` (one round of its job). The base class runs it every
+``interval`` seconds, turns exceptions into ``last_error`` plus exponential backoff
+(the data plane never sees them), and can be woken early with ``wake``. ``status``
+is a plain dict, so the dashboard and the admin API show every worker the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import Any
+
+log = logging.getLogger("lbtui.workers")
+
+
+class WorkerState(str, Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+class Worker(ABC):
+    """Subclasses set ``name`` and implement ``step``; optionally ``setup``/``teardown``."""
+
+    name: str = "worker"
+
+    def __init__(self, interval: float, *, max_backoff: float = 30.0) -> None:
+        if interval <= 0:
+            raise ValueError(f"{self.name}: interval must be positive, not {interval!r}")
+        self.interval = interval
+        self.max_backoff = max(max_backoff, interval)
+        self.state = WorkerState.IDLE
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.last_ok_at: float | None = None
+        self.runs = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # -- what subclasses provide -------------------------------------------------------
+    @abstractmethod
+    async def step(self) -> None:
+        """One round of work; raise to report an error and back off."""
+
+    async def setup(self) -> None:
+        """Runs once inside the task before the first step."""
+
+    async def teardown(self) -> None:
+        """Runs once when the worker stops (after its task is cancelled)."""
+
+    def details(self) -> dict[str, Any]:
+        """Worker-specific fields merged into ``status``."""
+        return {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self.state = WorkerState.RUNNING
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"worker:{self.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.teardown()
+        finally:
+            self.state = WorkerState.STOPPED
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Run the next step now instead of after the interval (or the backoff)."""
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "ok": self.last_error is None or self.consecutive_failures == 0,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_ok_at": self.last_ok_at,
+            "runs": self.runs,
+            "failures": self.failures,
+            "interval": self.interval,
+            **self.details(),
+        }
+
+    def backoff_delay(self) -> float:
+        return min(self.max_backoff, self.interval * 2 ** min(self.consecutive_failures - 1, 16))
+
+    async def run_once(self) -> bool:
+        """One step with error accounting; True when it succeeded. Tests call it directly."""
+        self.runs += 1
+        try:
+            await self.step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a worker error is a status, never a crash
+            self.failures += 1
+            self.consecutive_failures += 1
+            self.last_error = f"{exc.__class__.__name__}: {exc}"[:300] if str(exc) else exc.__class__.__name__
+            self.last_error_at = time.time()
+            log.warning("%s: %s", self.name, self.last_error)
+            return False
+        self.consecutive_failures = 0
+        self.last_ok_at = time.time()
+        return True
+
+    async def _run(self) -> None:
+        await self.setup()
+        while True:
+            ok = await self.run_once()
+            self.state = WorkerState.RUNNING if ok else WorkerState.BACKOFF
+            if not ok:  # backing off: a wake-up must not turn into a retry storm
+                await asyncio.sleep(self.backoff_delay())
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
