@@ -214,7 +214,9 @@ class AdminApi:
         return data
 
     @staticmethod
-    def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    def _field(
+        data: dict[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool = True
+    ) -> Any:
         if key not in data or data[key] is None:
             if required:
                 raise BadRequest(f"{key} is required")
@@ -322,7 +324,11 @@ class AdminApi:
             options["balance_factor"] = None if factor is None else float(factor)
         self.lb.set_algorithm(algorithm, source="admin", **options)
         return _json(
-            {"algorithm": self.lb.algorithm, "hash_key": str(self.lb.hash_key), "balance_factor": self.lb.balance_factor}
+            {
+                "algorithm": self.lb.algorithm,
+                "hash_key": str(self.lb.hash_key),
+                "balance_factor": self.lb.balance_factor,
+            }
         )
 
     async def ring(self, request: web.Request) -> web.Response:
@@ -385,7 +391,11 @@ class AdminApi:
                 _replace_all(queue, _DROPPED)
 
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
         )
         await response.prepare(request)
         unsubscribe = self.lb.events.subscribe(on_event)
@@ -403,7 +413,9 @@ class AdminApi:
                 if item is _DROPPED:
                     self.dropped_clients += 1
                     with contextlib.suppress(Exception):
-                        await self._write(response, b"event: dropped\ndata: {\"reason\": \"client too slow\"}\n\n")
+                        await self._write(
+                            response, b'event: dropped\ndata: {"reason": "client too slow"}\n\n'
+                        )
                     break
                 assert isinstance(item, Event)
                 payload = json.dumps(item.to_dict(), default=_default, separators=(",", ":"))

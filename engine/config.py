@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from engine.server import AdminState
 
 T = TypeVar("T")
 _MISSING: Any = object()
+TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
@@ -116,7 +118,11 @@ class ProxyConfig:
 
     def overrides(self) -> dict[str, Any]:
         """Only the fields the operator set, as keyword arguments for ProxySettings."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +197,10 @@ class AwsConfig:
     autoscale: AutoscaleConfig = AutoscaleConfig()
 
     def __repr__(self) -> str:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown = ", ".join(
-            f"{f.name}={'***' if f.name in _AWS_SECRETS and getattr(self, f.name) else repr(getattr(self, f.name))}"
-            for f in dataclasses.fields(self)
+            f"{name}={'***' if name in _AWS_SECRETS and value else repr(value)}"
+            for name, value in values.items()
         )
         return f"AwsConfig({shown})"
 
@@ -219,10 +226,15 @@ class Config:
 
     # -- building -------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None) -> Config:
-        """Read and validate a TOML file; ``None`` gives the defaults."""
+    def load(cls, path: str | Path | None, *, environ: Mapping[str, str] | None = None) -> Config:
+        """Read and validate a TOML file; ``None`` gives the defaults.
+
+        ``environ`` (default: the process environment) may carry the admin token as
+        ``LBTUI_ADMIN_TOKEN``, so it need not be written in the file.
+        """
+        env = os.environ if environ is None else environ
         if path is None:
-            return cls()
+            return cls.from_dict({}, environ=env)
         file = Path(path)
         label = str(file)
         try:
@@ -237,14 +249,16 @@ class Config:
             raise ConfigError(label, "", "not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(label, "", f"invalid TOML: {exc}") from None
-        return cls.from_dict(data, source=file)
+        return cls.from_dict(data, source=file, environ=env)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: Path | None = None) -> Config:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
         """Validate an already parsed document (the TOML tables as dicts)."""
-        return _Parser(str(source) if source else "<config>", source.parent if source else Path.cwd()).config(
-            data, source
-        )
+        label = str(source) if source else "<config>"
+        parser = _Parser(label, source.parent if source else Path.cwd(), environ or {})
+        return parser.config(data, source)
 
     def with_overrides(
         self,
@@ -265,10 +279,14 @@ class Config:
             _check_port(label, "--admin-port", admin_port, allow_zero=True)
             config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, port=admin_port))
         if admin_token is not None:
-            config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, token=admin_token or None))
+            config = dataclasses.replace(
+                config, admin=dataclasses.replace(config.admin, token=admin_token or None)
+            )
         if mongodb_uri is not None:
             _check_mongodb_uri(label, "--mongodb-uri", mongodb_uri)
-            config = dataclasses.replace(config, store=dataclasses.replace(config.store, mongodb_uri=mongodb_uri))
+            config = dataclasses.replace(
+                config, store=dataclasses.replace(config.store, mongodb_uri=mongodb_uri)
+            )
         _check_admin_exposure(label, config.admin)
         return config
 
@@ -335,14 +353,22 @@ def _check_mongodb_uri(source: str, path: str, uri: str) -> None:
 def _check_admin_exposure(source: str, admin: AdminConfig) -> None:
     if admin.enabled and not admin.token and not is_loopback(admin.host):
         raise ConfigError(
-            source, "admin.token", f"required when the admin API listens beyond loopback (admin.host={admin.host})"
+            source,
+            "admin.token",
+            f"required when the admin API listens beyond loopback (admin.host={admin.host})",
         )
 
 
 def _show(value: Any) -> str:
     """A short description of a wrong value, for error messages."""
-    kind = {bool: "a boolean", int: "a whole number", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "a boolean",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
     if isinstance(value, (str, int, float)) and not isinstance(value, bool) and len(repr(value)) <= 40:
         return f"{kind} ({value!r})"
     return kind
@@ -383,7 +409,13 @@ class _Table:
         return value
 
     def number(
-        self, key: str, default: Any, low: float | None = None, high: float | None = None, *, positive: bool = False
+        self,
+        key: str,
+        default: Any,
+        low: float | None = None,
+        high: float | None = None,
+        *,
+        positive: bool = False,
     ) -> Any:
         value = self._raw(key)
         if value is _MISSING:
@@ -459,9 +491,10 @@ class _Table:
 
 
 class _Parser:
-    def __init__(self, source: str, base: Path) -> None:
+    def __init__(self, source: str, base: Path, environ: Mapping[str, str]) -> None:
         self.source = source
         self.base = base
+        self.environ = environ
 
     def config(self, data: Mapping[str, Any], source: Path | None) -> Config:
         root = _Table(self.source, "", data)
@@ -477,7 +510,9 @@ class _Parser:
         aws = self.aws(root.table("aws", _AWS_SECRETS))
         root.done()
         self.cross_checks(listeners, admin)
-        return Config(listeners, balancer, servers, health, outlier, proxy, access_log, admin, store, aws, source)
+        return Config(
+            listeners, balancer, servers, health, outlier, proxy, access_log, admin, store, aws, source
+        )
 
     def file(self, table: _Table, key: str) -> str | None:
         value = table.string(key, None, empty=False)
@@ -503,7 +538,9 @@ class _Parser:
             names.add(name)
             cert, key = self.file(t, "tls_cert"), self.file(t, "tls_key")
             if (cert is None) != (key is None):
-                raise t.fail("tls_key" if key is None else "tls_cert", "tls_cert and tls_key must be given together")
+                raise t.fail(
+                    "tls_key" if key is None else "tls_cert", "tls_cert and tls_key must be given together"
+                )
             listener = ListenerConfig(
                 name=name,
                 host=t.string("host", "127.0.0.1", empty=False),
@@ -513,9 +550,13 @@ class _Parser:
                 tls_key=key,
             )
             t.done()
-            clash = next((r for r in result if r.port and (r.host, r.port) == (listener.host, listener.port)), None)
+            clash = next(
+                (r for r in result if r.port and (r.host, r.port) == (listener.host, listener.port)), None
+            )
             if clash is not None:
-                raise t.fail("port", f"{listener.host}:{listener.port} is already used by listener {clash.name!r}")
+                raise t.fail(
+                    "port", f"{listener.host}:{listener.port} is already used by listener {clash.name!r}"
+                )
             result.append(listener)
         return tuple(result)
 
@@ -635,10 +676,11 @@ class _Parser:
             enabled=t.boolean("enabled", d.enabled),
             host=t.string("host", d.host, empty=False),
             port=t.port("port", d.port, allow_zero=True),
-            token=t.string("token", None) or None,
+            token=t.string("token", None) or self.environ.get(TOKEN_ENV) or None,
         )
         if config.token is not None and len(config.token) < 16:
-            raise t.fail("token", "must be at least 16 characters")
+            where = "token" if t.data.get("token") else f"token (from ${TOKEN_ENV})"
+            raise t.fail(where, "must be at least 16 characters")
         t.done()
         return config
 
@@ -718,13 +760,19 @@ class _Parser:
         _check_admin_exposure(self.source, admin)
         if admin.enabled and admin.port:
             for listener in listeners:
-                if listener.port == admin.port and (listener.host == admin.host or "0.0.0.0" in (listener.host, admin.host)):
-                    raise ConfigError(self.source, "admin.port", f"{admin.port} is already used by listener {listener.name!r}")
+                if listener.port == admin.port and (
+                    listener.host == admin.host or "0.0.0.0" in (listener.host, admin.host)
+                ):
+                    raise ConfigError(
+                        self.source,
+                        "admin.port",
+                        f"{admin.port} is already used by listener {listener.name!r}",
+                    )
 
 
 def _require_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_show(value)}")
+        raise TypeError(f"must be a string, not {_show(value)}")
     return value
 
 

@@ -170,8 +170,12 @@ class Gateway:
 
     async def _start_listener(self, spec: ListenerConfig, settings: ProxySettings) -> Listener:
         context = server_context(spec.tls_cert, spec.tls_key) if spec.tls_cert and spec.tls_key else None
-        proxy_class = HttpProxy if spec.mode == "http" else TcpProxy
-        proxy = proxy_class(self.lb, settings, self.access_log)
+        # The TCP proxy has no requests to log, only connections: no access log there.
+        proxy = (
+            HttpProxy(self.lb, settings, self.access_log)
+            if spec.mode == "http"
+            else TcpProxy(self.lb, settings)
+        )
         await proxy.start(spec.host, spec.port, context)
         return Listener(spec, proxy)
 
@@ -222,7 +226,7 @@ class Gateway:
             try:
                 async with asyncio.timeout(max(grace, 1.0)):
                     await closer()
-            except Exception as exc:  # one broken worker must not keep the rest running
+            except Exception as exc:  # noqa: BLE001 - one broken worker must not keep the rest running
                 log.warning("%s did not stop cleanly: %s", name, exc)
         self._closers.clear()
         tasks, self._tasks = list(self._tasks), set()
@@ -313,22 +317,25 @@ class Gateway:
                 lb.add_server(_server(spec, new), source="config")
                 updated.append(name)
             else:
+                # Only what the file itself changed overrides the live (operator) value.
+                weight_edited = before is None or before.weight != spec.weight
+                state_edited = before is None or before.state != spec.state
                 changed = False
-                if before is None or before.weight != spec.weight:
-                    if live.weight != spec.weight:
-                        lb.set_weight(name, spec.weight, source="config")
-                        changed = True
-                if before is None or before.state != spec.state:
-                    if live.admin_state.value != spec.state:
-                        lb.set_admin_state(name, spec.state, source="config")
-                        changed = True
+                if weight_edited and live.weight != spec.weight:
+                    lb.set_weight(name, spec.weight, source="config")
+                    changed = True
+                if state_edited and live.admin_state.value != spec.state:
+                    lb.set_admin_state(name, spec.state, source="config")
+                    changed = True
                 if changed:
                     updated.append(name)
 
         ob, nb = old.balancer, new.balancer
         changes: list[str] = []
         if (ob.algorithm, ob.hash_key, ob.balance_factor) != (nb.algorithm, nb.hash_key, nb.balance_factor):
-            lb.set_algorithm(nb.algorithm, source="config", hash_key=nb.hash_key, balance_factor=nb.balance_factor)
+            lb.set_algorithm(
+                nb.algorithm, source="config", hash_key=nb.hash_key, balance_factor=nb.balance_factor
+            )
             changes.append("balancer.algorithm")
         if (ob.panic_threshold, ob.slow_start) != (nb.panic_threshold, nb.slow_start):
             lb.panic_threshold, lb.slow_start = nb.panic_threshold, nb.slow_start
@@ -337,7 +344,11 @@ class Gateway:
         if ob.client_rate_limit != nb.client_rate_limit:
             lb.client_limiter = ClientRateLimiter(nb.client_rate_limit) if nb.client_rate_limit else None
             changes.append("balancer.client_rate_limit")
-        restart = [f"balancer.{k}" for k in ("sticky", "session_ttl", "rate_limit") if getattr(ob, k) != getattr(nb, k)]
+        restart = [
+            f"balancer.{k}"
+            for k in ("sticky", "session_ttl", "rate_limit")
+            if getattr(ob, k) != getattr(nb, k)
+        ]
         if old.outlier != new.outlier:
             fresh = build_outlier(new)
             for f in dataclasses.fields(fresh):
@@ -392,7 +403,9 @@ class Gateway:
             report = await self.reload()
         except ConfigError as exc:
             self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
-            self.lb.events.publish(Event(ev.CONFIG_RELOADED, None, {"ok": False, "error": str(exc)}, "config"))
+            self.lb.events.publish(
+                Event(ev.CONFIG_RELOADED, None, {"ok": False, "error": str(exc)}, "config")
+            )
             log.error("reload failed, keeping the running configuration: %s", exc)
         else:
             log.info("configuration reloaded: %s", _summary(report))
@@ -407,7 +420,7 @@ class Gateway:
         for name, fn in list(self.components.items()):
             try:
                 components[name] = fn()
-            except Exception as exc:  # a component's bug must not break the status page
+            except Exception as exc:  # noqa: BLE001 - a component bug must not break the status page
                 components[name] = {"error": f"status unavailable: {exc.__class__.__name__}"}
         return {
             "state": self._state,
@@ -421,6 +434,7 @@ class Gateway:
             "servers": len(lb.servers),
             "available": sum(1 for s in lb.servers if s.available),
             "uptime": round(time.time() - self.started_at, 3),
+            "event_loop": _loop_kind(),
             "started_at": self.started_at,
             "config": str(self.config.source) if self.config.source else None,
             "reloads": self.reloads,
@@ -434,6 +448,14 @@ class Gateway:
             "access_log": self.config.access_log.path,
             "components": components,
         }
+
+
+def _loop_kind() -> str:
+    """"uvloop" or "asyncio": the proxy's speed depends on which one runs it."""
+    try:
+        return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+    except RuntimeError:
+        return "none"
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

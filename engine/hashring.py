@@ -140,23 +140,23 @@ class ConsistentHash:
     """
 
     __slots__ = (
-        "_ketama",
-        "_vnodes",
-        "_weights",
-        "_slot",
-        "_names",
-        "_free",
-        "_ring",
-        "_owning",
-        "_stream",
-        "_kcache",
+        "_bshift",
         "_dirty",
+        "_free",
+        "_kcache",
+        "_ketama",
+        "_names",
+        "_names_arr",
+        "_owning",
+        "_ring",
+        "_ring_mv",
         "_size",
+        "_slot",
         "_start",
         "_start_mv",
-        "_ring_mv",
-        "_bshift",
-        "_names_arr",
+        "_stream",
+        "_vnodes",
+        "_weights",
     )
 
     def __init__(

@@ -58,7 +58,7 @@ class Maglev:
     so this is a consistent per-key order, as a ring's clockwise walk is.
     """
 
-    __slots__ = ("_m", "_weights", "_dirty", "_slots", "_slot_names", "_names")
+    __slots__ = ("_dirty", "_m", "_names", "_slot_names", "_slots", "_weights")
 
     def __init__(
         self, nodes: Iterable[str] | Mapping[str, int] | None = None, table_size: int = 65537

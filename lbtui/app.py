@@ -168,6 +168,7 @@ class LbtuiApp(App[None]):
     def on_resize(self) -> None:
         pane = self.query_one("#ring-pane")
         pane.styles.width = max(26, min(48, self.size.width // 3))
+        self.log_pane.styles.height = 5 if self.size.height < 30 else 7  # 80x24 keeps room for rows
 
     # -- refresh --------------------------------------------------------------------------
     def _on_event(self, event: EventView) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from engine.balancer import LoadBalancer
 from engine.server import Server
-
 from lbtui.app import LbtuiApp
 from lbtui.control.base import EventCallback, EventView, ServerView, TotalsView
 from lbtui.control.inprocess import InProcessControl

@@ -72,8 +72,22 @@ async def test_list_servers_carries_the_names_scripts_rely_on(api: Any) -> None:
     status, body = await call(session, "GET", "/api/servers")
     assert status == 200
     assert [s["name"] for s in body["servers"]] == ["s0", "s1", "s2"]
-    for key in ("name", "host", "port", "weight", "effective_weight", "state", "status", "admin_state",
-                "active_connections", "requests", "errors", "rps", "p50_ms", "p99_ms"):
+    for key in (
+        "name",
+        "host",
+        "port",
+        "weight",
+        "effective_weight",
+        "state",
+        "status",
+        "admin_state",
+        "active_connections",
+        "requests",
+        "errors",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+    ):
         assert key in body["servers"][0], key
     status, one = await call(session, "GET", "/api/servers/s1")
     assert status == 200 and one["port"] == 9002
@@ -81,7 +95,9 @@ async def test_list_servers_carries_the_names_scripts_rely_on(api: Any) -> None:
 
 async def test_add_and_remove_servers(api: Any) -> None:
     admin, _, session = api
-    status, body = await call(session, "POST", "/api/servers", json={"name": "new", "host": "127.0.0.1", "port": 9100, "weight": 3})
+    status, body = await call(
+        session, "POST", "/api/servers", json={"name": "new", "host": "127.0.0.1", "port": 9100, "weight": 3}
+    )
     assert status == 201 and body["name"] == "new" and body["weight"] == 3
     assert admin.lb.get_server("new") is not None
     assert "new" in admin.lb.ring.ring.nodes, "the ring learns the new server"
@@ -116,7 +132,9 @@ async def test_add_server_bad_input_is_4xx_json(api: Any, payload: Any, status: 
 
 async def test_malformed_json_and_unknown_things(api: Any) -> None:
     _, _, session = api
-    status, body = await call(session, "POST", "/api/servers", data=b"{not json", headers={"Content-Type": "application/json"})
+    status, body = await call(
+        session, "POST", "/api/servers", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and "valid JSON" in body["error"]
     status, body = await call(session, "DELETE", "/api/servers/nobody")
     assert status == 404 and "nobody" in body["error"]
@@ -126,14 +144,20 @@ async def test_malformed_json_and_unknown_things(api: Any) -> None:
     assert status == 404 and "error" in body
     status, body = await call(session, "PATCH", "/api/servers")
     assert status == 405 and "error" in body
-    status, body = await call(session, "POST", "/api/servers", data=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    status, body = await call(
+        session, "POST", "/api/servers", data=b"x" * 100_000, headers={"Content-Type": "application/json"}
+    )
     assert status == 413 and "too large" in body["error"]
 
 
 async def test_drain_maint_ready_and_operator_health(api: Any) -> None:
     admin, _, session = api
     lb: LoadBalancer = admin.lb
-    for action, state in (("drain", AdminState.DRAIN), ("maint", AdminState.MAINT), ("ready", AdminState.READY)):
+    for action, state in (
+        ("drain", AdminState.DRAIN),
+        ("maint", AdminState.MAINT),
+        ("ready", AdminState.READY),
+    ):
         status, body = await call(session, "POST", f"/api/servers/s1/{action}")
         assert status == 200 and body["admin_state"] == action
         assert lb.require("s1").admin_state is state
@@ -172,7 +196,12 @@ async def test_route_agrees_with_the_engine(api: Any) -> None:
 
 async def test_algorithm_switch_and_its_errors(api: Any) -> None:
     admin, _, session = api
-    status, body = await call(session, "PUT", "/api/algorithm", json={"algorithm": "bounded_hash", "hash_key": "cookie:sid", "balance_factor": 1.5})
+    status, body = await call(
+        session,
+        "PUT",
+        "/api/algorithm",
+        json={"algorithm": "bounded_hash", "hash_key": "cookie:sid", "balance_factor": 1.5},
+    )
     assert status == 200
     assert body == {"algorithm": "bounded_hash", "hash_key": "cookie:sid", "balance_factor": 1.5}
     assert admin.lb.algorithm == "bounded_hash" and admin.lb.balance_factor == 1.5
@@ -223,7 +252,11 @@ async def test_metrics_endpoint(api: Any) -> None:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await response.text()
     names = {f.name for f in text_string_to_metric_families(text)}
-    assert {"lbtui_server_requests", "lbtui_server_request_duration_seconds", "lbtui_listener_connections"} <= names
+    assert {
+        "lbtui_server_requests",
+        "lbtui_server_request_duration_seconds",
+        "lbtui_listener_connections",
+    } <= names
 
 
 async def test_unexpected_errors_are_a_bare_json_500(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,7 +301,9 @@ async def test_events_stream_engine_events_and_keepalives(api: Any) -> None:
             first, drained, third = [await read_event(response) for _ in range(3)]
         assert isinstance(first, dict) and first["kind"] == "admin_state_changed"
         assert first["server"] == "s1" and first["source"] == "admin" and first["detail"]["new"] == "drain"
-        assert isinstance(drained, dict) and drained["kind"] == "drained", "nothing in flight: drained at once"
+        assert isinstance(drained, dict) and drained["kind"] == "drained", (
+            "nothing in flight: drained at once"
+        )
         assert isinstance(third, dict) and third["kind"] == "weight_changed" and third["detail"]["new"] == 4
         async with asyncio.timeout(5):
             assert await read_event(response) == "keepalive"
@@ -312,10 +347,19 @@ async def test_token_is_required_on_every_endpoint_when_set() -> None:
     await admin.start()
     try:
         async with aiohttp.ClientSession(admin.url, timeout=TIMEOUT) as session:
-            for method, path in (("GET", "/api/servers"), ("GET", "/metrics"), ("POST", "/api/servers/s0/drain"),
-                                 ("GET", "/api/events"), ("GET", "/no/such/path")):
-                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                                {"Authorization": f"Basic {TOKEN}"}):
+            for method, path in (
+                ("GET", "/api/servers"),
+                ("GET", "/metrics"),
+                ("POST", "/api/servers/s0/drain"),
+                ("GET", "/api/events"),
+                ("GET", "/no/such/path"),
+            ):
+                for headers in (
+                    {},
+                    {"Authorization": "Bearer wrong"},
+                    {"Authorization": TOKEN},
+                    {"Authorization": f"Basic {TOKEN}"},
+                ):
                     status, body = await call(session, method, path, headers=headers)
                     assert status == 401 and "token" in body["error"], (method, path, headers)
             assert admin.lb.require("s0").admin_state is AdminState.READY

@@ -62,45 +62,68 @@ def test_a_minimal_file_fills_in_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
-        ('[[servers]]\nhost = "a"\nport = 1\n[[servers]]\nhost = "b"\nport = 2\n[[servers]]\nhost = "c"\nport = 70000\n',
-         "servers[2].port", "65535"),
+        (
+            "".join(f'[[servers]]\nhost = "h{i}"\nport = {p}\n' for i, p in enumerate((1, 2, 70000))),
+            "servers[2].port",
+            "65535",
+        ),
         ('[[servers]]\nhost = "a"\nport = "http"\n', "servers[0].port", "whole number"),
         ('[[servers]]\nhost = "a"\nport = true\n', "servers[0].port", "boolean"),
-        ('[[servers]]\nport = 80\n', "servers[0].host", "required"),
+        ("[[servers]]\nport = 80\n", "servers[0].host", "required"),
         ('[[servers]]\nhost = "a"\n', "servers[0].port", "required"),
         ('[[servers]]\nhost = "a"\nport = 80\nweight = -1\n', "servers[0].weight", "from 0 to 1000"),
-        ('[[servers]]\nhost = "a"\nport = 80\nstate = "sleeping"\n', "servers[0].state", "ready, drain, maint"),
+        (
+            '[[servers]]\nhost = "a"\nport = 80\nstate = "sleeping"\n',
+            "servers[0].state",
+            "ready, drain, maint",
+        ),
         ('[[servers]]\nhost = "a"\nport = 80\nwieght = 3\n', "servers[0].wieght", "unknown key"),
-        ('[[servers]]\nname = "x"\nhost = "a"\nport = 80\n[[servers]]\nname = "x"\nhost = "b"\nport = 81\n',
-         "servers[1].name", "duplicate server name 'x'"),
+        (
+            (
+                '[[servers]]\nname = "x"\nhost = "a"\nport = 80\n'
+                '[[servers]]\nname = "x"\nhost = "b"\nport = 81\n'
+            ),
+            "servers[1].name",
+            "duplicate server name 'x'",
+        ),
         ('[balancer]\nalgorithm = "fastest"\n', "balancer.algorithm", "unknown algorithm 'fastest'"),
         ('[balancer]\nhash_key = "header"\n', "balancer.hash_key", "needs a name"),
         ('[balancer]\nsticky = "forever"\n', "balancer.sticky", '"cookie", "ip" or false'),
-        ('[balancer]\npanic_threshold = 2\n', "balancer.panic_threshold", "from 0.0 to 1.0"),
-        ('[balancer]\nbalance_factor = 0.5\n', "balancer.balance_factor", "at least 1.0"),
-        ('[health]\ninterval = 0\n', "health.interval", "greater than 0"),
+        ("[balancer]\npanic_threshold = 2\n", "balancer.panic_threshold", "from 0.0 to 1.0"),
+        ("[balancer]\nbalance_factor = 0.5\n", "balancer.balance_factor", "at least 1.0"),
+        ("[health]\ninterval = 0\n", "health.interval", "greater than 0"),
         ('[health]\nhttp_path = "health"\n', "health.http_path", "start with '/'"),
-        ('[health]\nexpect_status = [500, 200]\n', "health.expect_status", "low first"),
-        ('[outlier]\nbase_ejection = 60\nmax_ejection = 10\n', "outlier.max_ejection", "at least base_ejection"),
+        ("[health]\nexpect_status = [500, 200]\n", "health.expect_status", "low first"),
+        (
+            "[outlier]\nbase_ejection = 60\nmax_ejection = 10\n",
+            "outlier.max_ejection",
+            "at least base_ejection",
+        ),
         ('[proxy]\nretries = "many"\n', "proxy.retries", "whole number"),
-        ('[proxy]\nheader_timeot = 3\n', "proxy.header_timeot", "unknown key"),
+        ("[proxy]\nheader_timeot = 3\n", "proxy.header_timeot", "unknown key"),
         ('[[listeners]]\nport = 8080\nmode = "udp"\n', "listeners[0].mode", "http, tcp"),
-        ('[[listeners]]\nport = -1\n', "listeners[0].port", "from 0 to 65535"),
-        ('[[listeners]]\nport = 8080\ntls_cert = "missing.pem"\ntls_key = "missing.pem"\n',
-         "listeners[0].tls_cert", "no such file"),
-        ('[[listeners]]\nname = "a"\nport = 8080\n[[listeners]]\nname = "b"\nport = 8080\n',
-         "listeners[1].port", "already used by listener 'a'"),
+        ("[[listeners]]\nport = -1\n", "listeners[0].port", "from 0 to 65535"),
+        (
+            '[[listeners]]\nport = 8080\ntls_cert = "missing.pem"\ntls_key = "missing.pem"\n',
+            "listeners[0].tls_cert",
+            "no such file",
+        ),
+        (
+            '[[listeners]]\nname = "a"\nport = 8080\n[[listeners]]\nname = "b"\nport = 8080\n',
+            "listeners[1].port",
+            "already used by listener 'a'",
+        ),
         ("listeners = []\n", "listeners", "at least one"),
-        ('[admin]\nport = 8080\n', "admin.port", "already used by listener 'web'"),
+        ("[admin]\nport = 8080\n", "admin.port", "already used by listener 'web'"),
         ('[admin]\nhost = "0.0.0.0"\n', "admin.token", "required when the admin API listens beyond loopback"),
         ('[admin]\ntoken = "short"\n', "admin.token", "at least 16 characters"),
         ('[store]\nmongodb_uri = "http://x"\n', "store.mongodb_uri", "mongodb://"),
-        ('[aws]\nmin_weight = 50\nmax_weight = 10\n', "aws.min_weight", "must not exceed max_weight"),
+        ("[aws]\nmin_weight = 50\nmax_weight = 10\n", "aws.min_weight", "must not exceed max_weight"),
         ('[aws]\nendpoint_url = "localhost:5000"\n', "aws.endpoint_url", "http://"),
         ('[aws.autoscale]\nschedule_start = "25:00"\n', "aws.autoscale.schedule_start", "HH:MM"),
-        ('[aws.autoscale]\nmin = 5\nmax = 2\n', "aws.autoscale.min", "must not exceed max"),
-        ('[aws.autoscale]\nenabled = true\n', "aws.autoscale.image_id", "required"),
-        ("[balancers]\nalgorithm = \"random\"\n", "balancers", "unknown key"),
+        ("[aws.autoscale]\nmin = 5\nmax = 2\n", "aws.autoscale.min", "must not exceed max"),
+        ("[aws.autoscale]\nenabled = true\n", "aws.autoscale.image_id", "required"),
+        ('[balancers]\nalgorithm = "random"\n', "balancers", "unknown key"),
         ('servers = "all of them"\n', "servers", "array of tables"),
         ("balancer = 3\n", "balancer", "must be a table"),
     ],
@@ -138,7 +161,9 @@ def test_aliases_become_canonical_names(tmp_path: Path) -> None:
 def test_tls_paths_resolve_and_must_come_in_pairs(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("x")
     (tmp_path / "key.pem").write_text("x")
-    config = Config.load(write(tmp_path, '[[listeners]]\nport = 8443\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n'))
+    config = Config.load(
+        write(tmp_path, '[[listeners]]\nport = 8443\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n')
+    )
     assert config.listeners[0].tls_cert == str(tmp_path / "cert.pem")
     error = error_of(tmp_path, '[[listeners]]\nport = 8443\ntls_cert = "cert.pem"\n')
     assert error.path == "listeners[0].tls_key" and "together" in error.reason
@@ -162,7 +187,11 @@ def test_flags_work_without_a_file() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
-    [({"port": 70000}, "--port"), ({"admin_port": -2}, "--admin-port"), ({"mongodb_uri": "redis://x:pw@h"}, "--mongodb-uri")],
+    [
+        ({"port": 70000}, "--port"),
+        ({"admin_port": -2}, "--admin-port"),
+        ({"mongodb_uri": "redis://x:pw@h"}, "--mongodb-uri"),
+    ],
 )
 def test_bad_flags_are_config_errors(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -219,3 +248,21 @@ def test_cli_load_config_turns_errors_into_user_errors(tmp_path: Path) -> None:
     args = argparse.Namespace(config=path, port=None, admin_port=None, mongodb_uri=None)
     with pytest.raises(UserError, match=r"servers\[0\]\.port"):
         load_config(args)
+
+
+def test_admin_token_may_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[admin]\nhost = "0.0.0.0"\nport = 9000\n')
+    config = Config.load(path, environ={"LBTUI_ADMIN_TOKEN": TOKEN})
+    assert config.admin.token == TOKEN and TOKEN not in repr(config)
+    assert Config.load(None, environ={"LBTUI_ADMIN_TOKEN": TOKEN}).admin.token == TOKEN
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, environ={})
+    assert info.value.path == "admin.token"
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, environ={"LBTUI_ADMIN_TOKEN": "short"})
+    assert "LBTUI_ADMIN_TOKEN" in info.value.path and "short" not in str(info.value)
+
+
+def test_file_token_wins_over_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[admin]\ntoken = "{TOKEN}"\n')
+    assert Config.load(path, environ={"LBTUI_ADMIN_TOKEN": "x" * 20}).admin.token == TOKEN

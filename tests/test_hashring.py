@@ -356,3 +356,22 @@ def test_ketama_rebuilds_on_change() -> None:
     theirs = _uhashring(conf)
     assert ring.get_nodes_many(KEYS[:2000]) == [theirs.get_node(k) for k in KEYS[:2000]]
     assert ring.locate("k").position == ring.hash_key("k") / 2**32
+
+
+def test_ties_are_ordered_by_name_whatever_the_insertion_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes on identical positions: the smaller name must own them, add order aside."""
+    from engine import hashing
+
+    real = hashing.PointStream.points
+    real_many = hashing.PointStream.points_many
+    monkeypatch.setattr(hashing.PointStream, "points", lambda self, seed, a, b: real(self, 7, a, b))
+    monkeypatch.setattr(
+        hashing.PointStream, "points_many", lambda self, seeds, c: real_many(self, [7] * len(seeds), c)
+    )
+    for order in (["b", "a"], ["a", "b"]):
+        ring = ConsistentHash(None, 8)
+        for name in order:
+            ring.add_node(name)
+        assert {ring.get_node(k) for k in KEYS[:500]} == {"a"}
+        assert ring.shares() == {"a": 1.0, "b": 0.0}
+        assert ring.get_nodes("k", 2) == ["a", "b"]

@@ -47,7 +47,9 @@ def lb() -> LoadBalancer:
 
 
 def test_every_line_is_help_type_or_a_well_formed_sample(lb: LoadBalancer) -> None:
-    text = render(lb, started_at=1700000000.0, listeners=[{"name": "web", "active_requests": 3, "connections": 5}])
+    text = render(
+        lb, started_at=1700000000.0, listeners=[{"name": "web", "active_requests": 3, "connections": 5}]
+    )
     assert text.endswith("\n")
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? \S+$')
     declared: list[str] = []
@@ -85,9 +87,7 @@ def test_latency_histograms_are_cumulative_and_consistent(lb: LoadBalancer) -> N
     text = render(lb)
     assert families(text)["lbtui_server_request_duration_seconds"].type == "histogram"
     buckets = samples(text, "lbtui_server_request_duration_seconds_bucket")
-    a = sorted(
-        (float(dict(k)["le"]), v) for k, v in buckets.items() if dict(k)["server"] == "a"
-    )
+    a = sorted((float(dict(k)["le"]), v) for k, v in buckets.items() if dict(k)["server"] == "a")
     assert [le for le, _ in a] == sorted([*LATENCY_BOUNDS, float("inf")])
     counts = [v for _, v in a]
     assert counts == sorted(counts), "cumulative"
@@ -106,7 +106,9 @@ def test_latency_histograms_are_cumulative_and_consistent(lb: LoadBalancer) -> N
 
 
 def test_listener_and_start_time_gauges(lb: LoadBalancer) -> None:
-    text = render(lb, started_at=1700000000.5, listeners=[{"name": "web", "active_requests": 3, "connections": 5}])
+    text = render(
+        lb, started_at=1700000000.5, listeners=[{"name": "web", "active_requests": 3, "connections": 5}]
+    )
     assert samples(text, "lbtui_listener_connections")[(("listener", "web"),)] == 5
     assert samples(text, "lbtui_start_time_seconds")[()] == 1700000000.5
 

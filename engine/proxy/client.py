@@ -81,6 +81,29 @@ class ClientConnection(asyncio.Protocol):
         self.deferred_error = 0
         self.closing = False  # graceful stop: finish the current exchange, then close
         self.closed = False
+        # While an upstream read is being parsed, client-bound bytes are collected here
+        # and sent with one writev when the read is done: head, body and last chunk of
+        # a small response leave in one packet.
+        self.batching = False
+        self.outq: list[bytes] = []
+
+    def flush(self) -> None:
+        self.batching = False
+        queue = self.outq
+        if queue:
+            self.outq = []
+            transport = self.transport
+            if transport is not None and not self.closed:
+                if len(queue) == 1:
+                    transport.write(queue[0])
+                else:
+                    transport.writelines(queue)
+
+    def _send(self, data: bytes) -> None:
+        if self.batching:
+            self.outq.append(data)
+        elif self.transport is not None and not self.closed:
+            self.transport.write(data)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         if ex is not None and not ex.done:
             self._abandon(ex)
+        self.proxy.active_requests -= len(self.pending)
         self.pending.clear()
         self.proxy.connection_closed(self)
 
@@ -131,8 +155,14 @@ class ClientConnection(asyncio.Protocol):
             if rest:
                 self.data_received_after_upgrade(rest)
             return
-        except HttpParserError:
-            self._reject(400)
+        except HttpParserError as error:
+            # Exceptions raised in callbacks come back wrapped; the cause is the context.
+            cause = error.__context__
+            if cause is None or isinstance(cause, Reject):
+                self._reject(cause.status if cause is not None else 400)
+            else:
+                log.error("proxy: unexpected error on a client connection", exc_info=cause)
+                self._reject(500)
             return
         except Exception:  # a bug must not take the listener down; the client gets a 500
             log.exception("proxy: unexpected error on a client connection")
@@ -146,7 +176,11 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still be waiting for its response: keep writing.
-        if self.active is None and self.parsing is None:
+        # In a tunnel, EOF ends the tunnel (WebSocket has its own close handshake).
+        ex = self.active
+        if ex is None or ex.tunnel or self.upgrading:
+            if ex is not None:
+                self._finish(ex)
             return None
         return True
 
@@ -212,7 +246,8 @@ class ClientConnection(asyncio.Protocol):
             ex.content_length = length
         elif lower == b"transfer-encoding":
             ex.te_seen = True
-            ex.chunked = value.strip().lower().endswith(b"chunked")
+            # Only "chunked" as the final coding frames a request (RFC 9112 6.3).
+            ex.chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
         elif lower == b"connection":
             tokens = connection_tokens(value)
             ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
@@ -481,7 +516,7 @@ class ClientConnection(asyncio.Protocol):
                     if name.lower() not in HOP_BY_HOP:
                         parts += (name, b": ", value, CRLF)
                 parts.append(CRLF)
-                self.transport.write(b"".join(parts))
+                self._send(b"".join(parts))
             return
         ex.status = status
         ex.resp_started = True
@@ -532,14 +567,19 @@ class ClientConnection(asyncio.Protocol):
         if self.settings.server_header:
             append(b"Via: 1.1 lbtui\r\n")
         append(CRLF)
-        self.transport.write(b"".join(parts))
+        self._send(b"".join(parts))
 
     def response_body(self, up: UpstreamConnection, body: bytes) -> None:
         ex = self.active
         if ex is None or ex.upstream is not up or self.transport is None:
             return
         ex.bytes_out += len(body)
-        if ex.resp_chunked:
+        if self.batching:
+            if ex.resp_chunked:
+                self.outq += (b"%x\r\n" % len(body), body, CRLF)
+            else:
+                self.outq.append(body)
+        elif ex.resp_chunked:
             self.transport.writelines((b"%x\r\n" % len(body), body, CRLF))
         else:
             self.transport.write(body)
@@ -548,8 +588,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self.active
         if ex is None or ex.upstream is not up:
             return
-        if ex.resp_chunked and self.transport is not None:
-            self.transport.write(LAST_CHUNK)
+        if ex.resp_chunked:
+            self._send(LAST_CHUNK)
         ex.upstream = None
         if ex.in_flight and ex.server is not None:
             ex.in_flight = False
@@ -588,6 +628,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.tunnel = True
         self.upgrading = True
+        self.flush()
         if rest:
             self.transport.write(rest)
             ex.bytes_out += len(rest)
@@ -598,6 +639,7 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading(PAUSE_BUFFER)
 
     def tunnel_from_upstream(self, data: bytes) -> None:
+        self.flush()
         if self.transport is not None and not self.closed:
             self.transport.write(data)
             ex = self.active
@@ -617,8 +659,7 @@ class ClientConnection(asyncio.Protocol):
         ex.status = status
         ex.bytes_out = size
         ex.must_close = close
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        self._send(data)
         self._finish(ex)
 
     def _finish(self, ex: Exchange) -> None:
@@ -641,11 +682,13 @@ class ClientConnection(asyncio.Protocol):
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
         if ex.must_close or not ex.body_done or self.closing or self.deferred_error or self.upgrading:
-            if self.deferred_error and not ex.must_close and self.transport is not None:
-                self.transport.write(error_response(self.deferred_error, close=True)[0])
+            if self.deferred_error and not ex.must_close:
+                self._send(error_response(self.deferred_error, close=True)[0])
             self._close()
             return
         self.idle_since = _monotonic()
+        if self.paused & PAUSE_UPSTREAM:
+            self.resume_reading(PAUSE_UPSTREAM)
         if self.pending:
             nxt = self.pending.popleft()
             self.resume_reading(PAUSE_PIPELINE)
@@ -673,7 +716,16 @@ class ClientConnection(asyncio.Protocol):
         self.no_more = True
         ex = self.parsing
         self.parsing = None
-        if self.active is not None and not self.active.done:
+        active = self.active
+        if active is not None and not active.done:
+            if ex is active:
+                # The request being streamed turned out malformed (bad chunk, too big):
+                # cut the upstream side so the backend never sees a complete request.
+                if active.resp_started:
+                    self._abort()
+                else:
+                    self._reject_active(active, status)
+                return
             # An earlier pipelined request is still being answered: finish it first.
             self.deferred_error = status
             return
@@ -714,12 +766,16 @@ class ClientConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.no_more = True
+        if self.outq:
+            self.flush()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
 
     def _abort(self) -> None:
         self.no_more = True
+        self.outq = []
+        self.batching = False
         ex = self.active
         if ex is not None and not ex.done:
             ex.must_close = True

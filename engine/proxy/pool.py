@@ -90,6 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
         if parser is None:
             self.close()
             return
+        client.batching = True
         try:
             parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -101,6 +102,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._bad_response()
         except HttpParserError:
             self._bad_response()
+        if client.batching:
+            client.flush()
 
     def _bad_response(self) -> None:
         client = self.client

@@ -34,10 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_common_arguments(parser)
     parser.set_defaults(port=8080, admin_port=8404)
-    parser.add_argument("--backends", type=int, default=3, metavar="N", help="sample backends to start (default 3)")
-    parser.add_argument("--tls", action="store_true", help="terminate TLS with a fresh self-signed certificate")
+    parser.add_argument(
+        "--backends", type=int, default=3, metavar="N", help="sample backends to start (default 3)"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="terminate TLS with a fresh self-signed certificate"
+    )
     parser.add_argument("--traffic", type=float, default=0.0, metavar="RPS", help="send steady demo traffic")
-    parser.add_argument("--algorithm", default="consistent_hash", help="routing policy (default consistent_hash)")
+    parser.add_argument(
+        "--algorithm", default="consistent_hash", help="routing policy (default consistent_hash)"
+    )
     parser.set_defaults(func=main)
 
 
@@ -63,7 +69,9 @@ def demo_config(
     try:
         return Config(
             listeners=(
-                ListenerConfig("web", "127.0.0.1", port, "http", tls[0] if tls else None, tls[1] if tls else None),
+                ListenerConfig(
+                    "web", "127.0.0.1", port, "http", tls[0] if tls else None, tls[1] if tls else None
+                ),
             ),
             balancer=BalancerConfig(algorithm=algorithm, hash_key="header:x-user", sticky=None),
             servers=tuple(ServerConfig(name, "127.0.0.1", p) for name, p in ports),
@@ -106,7 +114,10 @@ async def demo(args: argparse.Namespace) -> int:
 
             async def setup(gateway: Gateway) -> None:
                 listener = gateway.listeners[0]
-                print(f"lbtui demo: {len(handles)} backends on " + ", ".join(f"{h.name}={h.port}" for h in handles))
+                print(
+                    f"lbtui demo: {len(handles)} backends on "
+                    + ", ".join(f"{h.name}={h.port}" for h in handles)
+                )
                 curl = "curl -k" if tls else "curl"
                 print(f"lbtui demo: try  {curl} -H 'X-User: alice' {listener.url}/echo")
                 if args.traffic:
@@ -123,7 +134,8 @@ async def traffic(url: str, rps: float, tls: bool, users: int = 1000) -> None:
 
     Keys follow a mild skew (a few heavy users), so the ring view has something to show.
     """
-    context: ssl.SSLContext | bool = False if tls else True
+    # The demo's certificate is self-signed and fresh: nothing to verify it against.
+    context: ssl.SSLContext | bool = not tls
     timeout = aiohttp.ClientTimeout(total=5)
     connector = aiohttp.TCPConnector(limit=64, ssl=context)
     interval = 1.0 / rps

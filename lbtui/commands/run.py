@@ -11,14 +11,13 @@ import argparse
 import asyncio
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.admin import AdminSecurityError
-from engine.config import Config, ConfigError
+from engine.config import TOKEN_ENV, Config, ConfigError
 from engine.gateway import Gateway
 from lbtui.cli import UserError
 
@@ -26,7 +25,6 @@ T = TypeVar("T")
 UiRunner = Callable[[Gateway], Awaitable[None]]
 Setup = Callable[[Gateway], Awaitable[None] | None]
 
-TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
 #: Module and function the dashboard provides: ``async def run_embedded(gateway) -> None``.
 UI_ENTRY = ("lbtui.app", "run_embedded")
 
@@ -40,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_common_arguments(parser)
     parser.add_argument("--config", "-c", type=Path, metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--mongodb-uri", metavar="URI", help="share state through MongoDB (overrides [store])")
+    parser.add_argument(
+        "--mongodb-uri", metavar="URI", help="share state through MongoDB (overrides [store])"
+    )
     parser.set_defaults(func=main)
 
 
@@ -58,7 +58,6 @@ def load_config(args: argparse.Namespace) -> Config:
             port=args.port,
             admin_port=args.admin_port,
             mongodb_uri=getattr(args, "mongodb_uri", None),
-            admin_token=os.environ.get(TOKEN_ENV) or None,
         )
     except ConfigError as exc:
         raise UserError(str(exc)) from None
@@ -160,16 +159,16 @@ async def serve(
 def announce(gateway: Gateway, out: Any) -> None:
     """Tell the operator where everything listens."""
     for listener in gateway.listeners:
-        print(f"lbtui: listening on {listener.url} ({listener.config.name}, {listener.config.mode})", file=out)
+        print(
+            f"lbtui: listening on {listener.url} ({listener.config.name}, {listener.config.mode})", file=out
+        )
     if gateway.admin is not None:
         auth = "token required" if gateway.config.admin.token else "loopback, no token"
         print(f"lbtui: admin API on {gateway.admin.url} ({auth})", file=out)
     lb = gateway.lb
     source = gateway.config.source or "defaults"
-    print(
-        f"lbtui: {len(lb.servers)} servers, algorithm {lb.algorithm} (hash key {lb.hash_key}), config {source}",
-        file=out,
-    )
+    print(f"lbtui: {len(lb.servers)} servers, algorithm {lb.algorithm} (hash key {lb.hash_key})", file=out)
+    print(f"lbtui: config {source}", file=out)
     print("lbtui: SIGHUP reloads the config; Ctrl-C stops gracefully", file=out, flush=True)
 
 

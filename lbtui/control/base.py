@@ -294,7 +294,7 @@ def normalize_points(raw: Any) -> list[tuple[float, str]]:
         elif isinstance(item, (tuple, list)):
             pos, owner = item[0], item[1]
         else:
-            pos, owner = getattr(item, "position"), getattr(item, "owner")
+            pos, owner = item.position, item.owner
         points.append((float(pos), str(owner)))
     if points and max(p for p, _ in points) > 1.0:
         top = max(p for p, _ in points)

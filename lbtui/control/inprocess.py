@@ -11,11 +11,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from engine.balancer import LoadBalancer
+from engine.balancer import ALGORITHMS, LoadBalancer
 from engine.maglev import Maglev
 from engine.server import Server
-from engine.balancer import ALGORITHMS
-
 from lbtui.control.base import (
     Control,
     ControlError,

@@ -116,6 +116,21 @@ class StickyClients(Pattern):
         super().__init__(keys, clients)
 
 
+class Sequential(Pattern):
+    """Every key once, in order (client i sends key i): for exact before/after maps."""
+
+    name = PatternName.UNIFORM
+
+    def __init__(self, keys: int = 1000, clients: int = 1) -> None:
+        super().__init__(keys, clients)
+        self._next = 0
+
+    def pick(self, rng: random.Random) -> Pick:
+        index = self._next % max(1, self.keys)
+        self._next += 1
+        return Pick(key_name(index) if self.keys else None, index % self.clients)
+
+
 PATTERNS: dict[str, type[Pattern]] = {
     PatternName.UNIFORM: Pattern,
     PatternName.HOTSPOT: Hotspot,

@@ -14,6 +14,7 @@ import ipaddress
 import math
 import random
 import socket
+import ssl as ssl_module
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -147,6 +148,12 @@ async def check_target(url: str, allow_remote: bool = False) -> None:
         )
 
 
+def client_address(client: int) -> str:
+    """A distinct loopback source address per simulated client: 127.1.0.1, 127.1.0.2, ..."""
+    n = client + 1
+    return f"127.1.{(n >> 8) & 255}.{n & 255}"
+
+
 def default_factory(path: str, key_header: str) -> RequestFactory:
     """GET ``path`` carrying the pick's key in ``key_header``."""
 
@@ -169,6 +176,21 @@ class _Run:
         self.client_servers: dict[int, str] = {}
         self.started = time.monotonic()
         self.on_done: Callable[[], None] | None = None
+        self.client_sessions: dict[int, aiohttp.ClientSession] | None = None
+        self.connector_options: dict[str, Any] = {}
+
+    def session_for(self, client: int) -> aiohttp.ClientSession:
+        """The shared pool, or with ``client_ips`` one pool per client bound to its own address."""
+        sessions = self.client_sessions
+        if sessions is None:
+            return self.session
+        session = sessions.get(client)
+        if session is None:
+            connector = aiohttp.TCPConnector(local_addr=(client_address(client), 0), **self.connector_options)
+            session = sessions[client] = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return session
 
     async def one(self, pick: Pick, spec: RequestSpec, ssl: Any) -> None:
         result = self.result
@@ -178,7 +200,7 @@ class _Run:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
         began = time.perf_counter()
         try:
-            async with self.session.request(
+            async with self.session_for(pick.client).request(
                 spec.method, self.base + spec.path, headers=headers, json=spec.json, timeout=self.timeout, ssl=ssl
             ) as resp:
                 body = await resp.read()
@@ -245,6 +267,9 @@ async def run_simulation(
     timeout: float = 10.0,
     allow_remote: bool = False,
     verify_tls: bool = True,
+    ca_file: str | None = None,
+    cookies: dict[int, dict[str, str]] | None = None,
+    client_ips: bool = False,
     seed: int | None = None,
     request_factory: RequestFactory | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -253,7 +278,10 @@ async def run_simulation(
     """Send ``rps`` requests per second for ``duration`` seconds (at most ``max_requests``).
 
     ``stop`` ends the run early; in-flight requests are then awaited up to ``timeout``.
-    The count bound defaults to ``ceil(rps * duration)``.
+    The count bound defaults to ``ceil(rps * duration)``. ``cookies`` (client -> jar) is
+    used and updated in place, so a later run can continue the same clients' sessions.
+    ``client_ips`` sends each client from its own 127.1.x.y address (loopback targets only),
+    so per-client limits and IP stickiness see distinct clients. ``ca_file`` verifies an https target against that certificate (e.g. a self-signed one).
     """
     if not 0 < rps <= MAX_RPS:
         raise ValueError(f"rps must be above 0 and at most {MAX_RPS:g}")
@@ -273,11 +301,20 @@ async def run_simulation(
     ssl: Any = None
     if parts.scheme == "https" and not verify_tls:
         ssl = False
+    elif parts.scheme == "https" and ca_file:
+        ssl = ssl_module.create_default_context(cafile=ca_file)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, force_close=False)
     gate = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
         run = _Run(base, result, session, timeout)
+        if cookies is not None:
+            run.cookies = cookies
+        if client_ips:
+            if shape.clients > 65_000:
+                raise ValueError("client_ips supports at most 65000 clients")
+            run.client_sessions = {}
+            run.connector_options = {"limit": concurrency}
         if on_progress is not None:
             run.on_done = lambda: on_progress(result.completed, planned)
         loop = asyncio.get_running_loop()
@@ -316,4 +353,6 @@ async def run_simulation(
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             result.elapsed = loop.time() - start
+            for client_session in (run.client_sessions or {}).values():
+                await client_session.close()
     return result

@@ -138,6 +138,8 @@ class HashRing(Widget):
     def _inner_text(self, y: int) -> str:
         """The middle of the ring: what it shows and the marked key."""
         cy = int(self._centre[1])
+        if self._radius[1] < 4:  # too small a ring to write inside
+            return ""
         if y == cy - 1 and self._radius[1] >= 3:
             return f"{len(self.view.shares)} servers"
         if y == cy:

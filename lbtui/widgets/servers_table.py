@@ -7,6 +7,7 @@ re-sorts only when the order really changed; the cursor follows its server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,9 +20,14 @@ from lbtui.widgets.palette import ColourBook
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
+def natural(text: str) -> tuple[Any, ...]:
+    """Sort "web-2" before "web-10", as an operator expects."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
 # (column key, label, width, sort key)
 COLUMNS: tuple[tuple[str, str, int, Callable[[ServerView], Any]], ...] = (
-    ("name", "server", 12, lambda s: s.name),
+    ("name", "server", 12, lambda s: natural(s.name)),
     ("address", "address", 15, lambda s: (s.host, s.port)),
     ("weight", "weight", 7, lambda s: s.weight),
     ("admin", "admin", 5, lambda s: s.admin_state),
@@ -148,7 +154,7 @@ class ServersTable(DataTable[Any]):
     def _apply_order(self, force: bool) -> None:
         sort_key = next(fn for key, _, _, fn in COLUMNS if key == self.sort_column)
         views = self._views
-        order = sorted(self._cells, key=lambda n: (sort_key(views[n]), n), reverse=self.sort_reverse)
+        order = sorted(self._cells, key=lambda n: (sort_key(views[n]), natural(n)), reverse=self.sort_reverse)
         if not force and order == self._order:
             return
         self._order = order

@@ -66,7 +66,7 @@ def main() -> int:
         uvloop.run(_serve(args.config))
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # the benchmark shows this line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - the benchmark shows this line, not a traceback
         print(f"lbtui_bench_server: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
