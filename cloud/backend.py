@@ -18,10 +18,18 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud.bookstore import CART_KEY, NAME_KEY, REPO_KEY, BookRepository, CartStore, add_bookstore_routes, open_repository
+from cloud.bookstore import (
+    CART_KEY,
+    NAME_KEY,
+    REPO_KEY,
+    BookRepository,
+    CartStore,
+    add_bookstore_routes,
+    open_repository,
+)
 
 SERVED_BY = "X-Served-By"
-FAULTS_KEY: web.AppKey["Faults"] = web.AppKey("faults", object)  # type: ignore[arg-type]
+FAULTS_KEY: web.AppKey[Faults] = web.AppKey("faults", object)  # type: ignore[arg-type]
 STREAM_CHUNK = 64 * 1024
 #: Paths the fault injector never touches, so an operator can always reach the admin knobs.
 EXEMPT_PREFIXES = ("/_admin",)
@@ -69,7 +77,7 @@ class Faults:
 class BackendHandle:
     """A running backend: where it listens and how to stop (or kill) it."""
 
-    __slots__ = ("name", "host", "port", "app", "faults", "repository", "_runner", "_stopped")
+    __slots__ = ("_runner", "_stopped", "app", "faults", "host", "name", "port", "repository")
 
     def __init__(self, name: str, host: str, port: int, app: web.Application, runner: web.AppRunner) -> None:
         self.name = name

@@ -278,9 +278,13 @@ class Gateway:
     async def reload(self, config: Config | None = None) -> dict[str, Any]:
         """Apply a new configuration (default: re-read the file) to the running balancer.
 
-        Servers are compared with the previous file, not with the live state, so a drain
-        or a weight an operator set at runtime stays unless the file itself changed that
-        field. Sections that need a restart are reported in ``restart_required``.
+        Every server in the file exists afterwards (one the operator removed comes back),
+        and servers the file dropped are removed; servers added at runtime and never in
+        the file stay. Weight and state are compared with the previous file, not with the
+        live values, so a drain or a weight set at runtime survives unless the file itself
+        changed that field. A new address for a name is a new backend (in-flight requests
+        finish on the old one). Sections that need a restart are listed in
+        ``restart_required``; nothing is half-applied.
         """
         async with self._reload_lock:
             if config is None:
@@ -451,7 +455,7 @@ class Gateway:
 
 
 def _loop_kind() -> str:
-    """"uvloop" or "asyncio": the proxy's speed depends on which one runs it."""
+    """ "uvloop" or "asyncio": the proxy's speed depends on which one runs it."""
     try:
         return type(asyncio.get_running_loop()).__module__.partition(".")[0]
     except RuntimeError:

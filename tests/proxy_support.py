@@ -143,7 +143,9 @@ class Backend:
                     await self._tunnel(reader, writer, rest)
                     return
                 except httptools.HttpParserError:
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                     break
                 while done:
                     message = done.pop(0)
@@ -229,7 +231,9 @@ class Backend:
             writer.write(b"until-close body")
             return False
         if path == "/reject-expect":
-            writer.write(f"HTTP/1.1 417 Expectation Failed\r\n{base}Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            writer.write(
+                f"HTTP/1.1 417 Expectation Failed\r\n{base}Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
             return False
         if path == "/headers-out":
             body = b"ok"
@@ -256,7 +260,9 @@ class Backend:
             "body_sha256": message.hasher.hexdigest(),  # type: ignore[attr-defined]
         }
         body = json.dumps(payload).encode()
-        head = f"HTTP/1.1 200 OK\r\n{base}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = (
+            f"HTTP/1.1 200 OK\r\n{base}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         writer.write(head.encode() + (b"" if head_only else body))
         return True
 
@@ -293,7 +299,9 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0, until_close
     return b"".join(chunks)
 
 
-async def read_response(reader: asyncio.StreamReader, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+async def read_response(
+    reader: asyncio.StreamReader, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     """Read one Content-Length or chunked response from a raw connection."""
     async with asyncio.timeout(timeout):
         head = await reader.readuntil(b"\r\n\r\n")

@@ -50,7 +50,8 @@ def test_rotation_by_size_keeps_the_backups(tmp_path) -> None:
     assert not os.path.exists(path + ".3")
     for name in (path, path + ".1", path + ".2"):
         assert os.path.getsize(name) <= 2000
-    newest = [json.loads(line)["path"] for line in open(path)]
+    with open(path) as handle:
+        newest = [json.loads(line)["path"] for line in handle]
     assert newest[-1] == "/199"
 
 

@@ -244,9 +244,13 @@ async def test_demo_with_tls() -> None:
     assert code == 0, err
 
 
-async def test_admin_token_from_the_environment_guards_the_api(tmp_path: Path, backend: BackendHandle) -> None:
+async def test_admin_token_from_the_environment_guards_the_api(
+    tmp_path: Path, backend: BackendHandle
+) -> None:
     token = "env-token-0123456789abcdef"
-    lbtui = await Lbtui.start("run", "--config", str(write_config(tmp_path, backend)), "--headless", token=token)
+    lbtui = await Lbtui.start(
+        "run", "--config", str(write_config(tmp_path, backend)), "--headless", token=token
+    )
     try:
         admin = (await lbtui.wait_line(ADMIN)).group(1)
         assert "token required" in lbtui.lines[-1]

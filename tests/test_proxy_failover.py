@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from proxy_support import Backend, make_proxy, read_response, start_backends, wait_for
+from proxy_support import make_proxy, read_response, start_backends, wait_for
 
 from engine.proxy import ProxySettings
 
@@ -162,7 +162,7 @@ async def test_graceful_stop_finishes_in_flight_and_refuses_new(backends) -> Non
 async def test_graceful_stop_deadline_cuts_stuck_requests(backends) -> None:
     fx = await make_proxy(backends[:1])
     backends[0].release.clear()
-    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
     await wait_for(lambda: fx.proxy.active_requests == 1, what="in flight")
     await asyncio.wait_for(fx.proxy.stop(grace=0.2), 3)

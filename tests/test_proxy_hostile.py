@@ -71,7 +71,9 @@ async def test_smuggled_request_after_valid_one_is_never_forwarded(fx) -> None:
 
 
 async def test_connect_method_refused(fx) -> None:
-    reply = await raw_exchange(fx.proxy.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    reply = await raw_exchange(
+        fx.proxy.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 405")
     assert fx.backends[0].seen == []
 
@@ -94,7 +96,12 @@ async def test_oversized_headers_get_431(fx) -> None:
 async def test_body_too_large_gets_413(fx) -> None:
     reply = await raw_exchange(fx.proxy.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 413")
-    chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"200\r\n" + b"a" * 512 + b"\r\n"
+    chunked = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"200\r\n"
+        + b"a" * 512
+        + b"\r\n"
+    )
     reply = await raw_exchange(fx.proxy.port, chunked * 1 + b"200\r\n" + b"a" * 512 + b"\r\n", timeout=3)
     assert b" 413 " in reply.split(b"\r\n")[0] or reply == b""  # refused before or while streaming
 

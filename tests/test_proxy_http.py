@@ -8,7 +8,7 @@ import os
 
 import aiohttp
 import pytest
-from proxy_support import Backend, Fixture, make_proxy, raw_exchange, read_response, start_backends
+from proxy_support import Fixture, make_proxy, raw_exchange, read_response, start_backends
 
 from engine.proxy import ProxySettings
 
@@ -42,7 +42,7 @@ async def served_by(session: aiohttp.ClientSession, url: str, count: int, **kwar
 
 
 async def test_round_robin_cycles_through_servers(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build(algorithm="round_robin")
     async with aiohttp.ClientSession() as session:
         names = await served_by(session, fx.url + "/", 6)
@@ -50,7 +50,7 @@ async def test_round_robin_cycles_through_servers(trio) -> None:
 
 
 async def test_weighted_round_robin_follows_weights(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build(algorithm="weighted_round_robin")
     fx.lb.set_weight("b0", 5)
     async with aiohttp.ClientSession() as session:
@@ -87,7 +87,7 @@ async def _until(predicate) -> None:
 
 
 async def test_consistent_hash_on_a_header_is_stable(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build(algorithm="consistent_hash", hash_key="header:X-User")
     async with aiohttp.ClientSession() as session:
         owners = {}
@@ -110,7 +110,7 @@ async def test_headers_preserved_in_order_and_case_and_hop_by_hop_removed(trio) 
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(request)
-    status, headers, body = await read_response(reader)
+    status, _, _ = await read_response(reader)
     writer.close()
     assert status == 200
     seen = backends[0].seen[-1]
@@ -138,7 +138,7 @@ async def test_trusted_forwarded_headers_are_appended(trio) -> None:
 
 
 async def test_response_headers_pass_and_hop_by_hop_dropped(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"GET /headers-out HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -152,7 +152,7 @@ async def test_response_headers_pass_and_hop_by_hop_dropped(trio) -> None:
 
 
 async def test_large_streamed_upload_and_download_keep_their_bytes(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     size = 20 * 1024 * 1024
     block = os.urandom(1 << 16)
@@ -187,7 +187,7 @@ async def test_large_streamed_upload_and_download_keep_their_bytes(trio) -> None
 
 
 async def test_chunked_download_is_rechunked(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     async with aiohttp.ClientSession() as session:
         async with session.get(fx.url + "/chunked?count=50&size=1000") as response:
@@ -208,7 +208,7 @@ async def test_keep_alive_reuses_upstream_connections(trio) -> None:
 
 
 async def test_head_and_no_body_statuses(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"HEAD /bytes?n=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -222,7 +222,7 @@ async def test_head_and_no_body_statuses(trio) -> None:
 
 
 async def test_expect_100_continue_is_relayed(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -235,7 +235,7 @@ async def test_expect_100_continue_is_relayed(trio) -> None:
 
 
 async def test_pipelined_requests_answered_in_order(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)))
@@ -249,7 +249,7 @@ async def test_pipelined_requests_answered_in_order(trio) -> None:
 
 
 async def test_close_delimited_response_and_http10_client(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     data = await raw_exchange(fx.proxy.port, b"GET /eof HTTP/1.1\r\nHost: x\r\n\r\n", until_close=False)
     assert data.startswith(b"HTTP/1.1 200")
@@ -259,7 +259,7 @@ async def test_close_delimited_response_and_http10_client(trio) -> None:
 
 
 async def test_upgrade_passes_bytes_both_ways(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
@@ -273,7 +273,7 @@ async def test_upgrade_passes_bytes_both_ways(trio) -> None:
 
 
 async def test_access_records_reach_observers(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     records = []
     fx.proxy.observers.append(records.append)
@@ -283,13 +283,18 @@ async def test_access_records_reach_observers(trio) -> None:
             body = await response.read()
     await asyncio.wait_for(_until(lambda: len(records) == 1), 5)
     record = records[0]
-    assert (record.method, record.path, record.status, record.client) == ("POST", "/echo?x=1", 200, "127.0.0.1")
+    assert (record.method, record.path, record.status, record.client) == (
+        "POST",
+        "/echo?x=1",
+        200,
+        "127.0.0.1",
+    )
     assert record.server in {"b0", "b1", "b2"} and record.bytes_in == 5 and record.bytes_out == len(body)
     assert 0 <= record.upstream_ms <= record.total_ms
 
 
 async def test_slow_reader_applies_backpressure_instead_of_buffering(trio) -> None:
-    backends, build = trio
+    _, build = trio
     fx = await build()
     size = 32 * 1024 * 1024
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port, limit=1 << 16)

@@ -58,7 +58,7 @@ async def test_tls_1_1_is_refused(tls_proxy) -> None:
     except (ValueError, ssl.SSLError):
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        reader, writer = await asyncio.wait_for(
+        _, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", proxy.port, ssl=old, server_hostname="localhost"), 5
         )
         writer.close()

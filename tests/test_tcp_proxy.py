@@ -106,7 +106,9 @@ async def test_tcp_connect_failure_fails_over(echoes) -> None:
 
 
 async def test_tcp_all_down_closes_and_rate_limit_refuses(echoes) -> None:
-    lb = LoadBalancer([Server("127.0.0.1", e.port, name=e.name.decode()) for e in echoes], client_rate_limit=1)
+    lb = LoadBalancer(
+        [Server("127.0.0.1", e.port, name=e.name.decode()) for e in echoes], client_rate_limit=1
+    )
     for server in lb.servers:
         lb.set_health(server.name, False)
     proxy = TcpProxy(lb)

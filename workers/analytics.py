@@ -69,7 +69,7 @@ def ms(hist: LatencyHistogram, p: float) -> float:
 class MinuteRollup:
     """Everything counted for one minute, before it becomes a store document."""
 
-    __slots__ = ("minute", "requests", "errors", "status", "codes", "bytes_in", "bytes_out", "latency", "servers")
+    __slots__ = ("bytes_in", "bytes_out", "codes", "errors", "latency", "minute", "requests", "servers", "status")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute

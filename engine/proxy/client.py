@@ -20,7 +20,14 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from engine.accesslog import AccessRecord
 from engine.proxy.exchange import Exchange, RequestHeaders
-from engine.proxy.headers import FORWARDING, HOP_BY_HOP, IDEMPOTENT, connection_tokens, forwarded_for, valid_host
+from engine.proxy.headers import (
+    FORWARDING,
+    HOP_BY_HOP,
+    IDEMPOTENT,
+    connection_tokens,
+    forwarded_for,
+    valid_host,
+)
 from engine.proxy.pool import UpstreamConnection
 from engine.proxy.responses import error_response
 
@@ -168,7 +175,10 @@ class ClientConnection(asyncio.Protocol):
             log.exception("proxy: unexpected error on a client connection")
             self._reject(500)
             return
-        if self.phase == HEAD and self.head_bytes > self.settings.max_header_bytes + self.settings.max_request_line:
+        if (
+            self.phase == HEAD
+            and self.head_bytes > self.settings.max_header_bytes + self.settings.max_request_line
+        ):
             self._reject(431)
 
     def data_received_after_upgrade(self, data: bytes) -> None:
@@ -348,7 +358,11 @@ class ClientConnection(asyncio.Protocol):
             seconds = max(1, int(retry_after + 0.999))
             self._respond_error(ex, 429, b"Retry-After: %d\r\n" % seconds)
             return
-        request = {"client_ip": self.ip, "path": ex.url.decode("latin-1"), "headers": RequestHeaders(ex.headers)}
+        request = {
+            "client_ip": self.ip,
+            "path": ex.url.decode("latin-1"),
+            "headers": RequestHeaders(ex.headers),
+        }
         ex.request = request
         server = lb.route(request)
         if server is None:
@@ -431,7 +445,7 @@ class ClientConnection(asyncio.Protocol):
                 loop.create_connection(lambda: UpstreamConnection(pool, server), server.host, server.port),
                 self.settings.connect_timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ex.connect_task = None
             if self.active is ex and not ex.done:
                 self._upstream_failed(ex, timeout=True)
@@ -814,9 +828,12 @@ class ClientConnection(asyncio.Protocol):
                     self._reject(408)
                 else:
                     self._close()
-        elif self.phase == IDLE and not self.pending:
-            if now - self.idle_since > settings.idle_timeout or self.closing:
-                self._close()
+        elif (
+            self.phase == IDLE
+            and not self.pending
+            and (now - self.idle_since > settings.idle_timeout or self.closing)
+        ):
+            self._close()
 
     def _reject_active(self, ex: Exchange, status: int) -> None:
         task = ex.connect_task

@@ -24,7 +24,9 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # RFC 3986 reg-name / IP-literal characters plus ":" for the port; anything else is refused.
-_HOST_ALLOWED = bytes(sorted(set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;=:[]%")))
+_HOST_ALLOWED = bytes(
+    sorted(set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;=:[]%"))
+)
 
 
 def connection_tokens(value: bytes) -> set[bytes]:

@@ -47,7 +47,9 @@ class HttpProxy:
         self._emptied: asyncio.Event | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         if self._server is not None:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()

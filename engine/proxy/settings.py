@@ -26,6 +26,10 @@ class ProxySettings:
     def sweep_interval(self) -> float:
         """How often timeouts are checked: a quarter of the shortest, within [0.05, 1] s."""
         shortest = min(
-            self.connect_timeout, self.header_timeout, self.idle_timeout, self.upstream_timeout, self.body_timeout
+            self.connect_timeout,
+            self.header_timeout,
+            self.idle_timeout,
+            self.upstream_timeout,
+            self.body_timeout,
         )
         return max(0.05, min(1.0, shortest / 4))

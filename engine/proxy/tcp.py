@@ -113,7 +113,7 @@ class TcpClient(asyncio.Protocol):
                     loop.create_connection(lambda: _Upstream(self), server.host, server.port),
                     settings.connect_timeout,
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 self.lb.finish(server, None, _monotonic() - began, failed=True)
                 continue
             self.task = None
@@ -224,7 +224,9 @@ class TcpProxy:
     def active_requests(self) -> int:
         return self.connections
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         if self._server is not None:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()

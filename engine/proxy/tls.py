@@ -31,7 +31,7 @@ def self_signed_pair(directory: str, hostname: str = "localhost") -> tuple[str, 
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = [
         x509.DNSName(hostname),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

@@ -50,7 +50,7 @@ def _highlights(summary: Summary) -> list[tuple[str, str]]:
     total = summary.total
     rows = [
         ("range", f"{Period(summary.since, 60).label} to {Period(summary.until, 60).label}"),
-        ("requests", f"{total.requests:,} in {total.minutes} minutes with traffic"),
+        ("requests", f"{total.requests:,} in {total.minutes} minute{'' if total.minutes == 1 else 's'} with traffic"),
         ("errors", f"{total.errors:,} ({total.error_rate:.2%})"),
         ("latency p50 / p90 / p99", f"{ms(total.latency, 50):g} / {ms(total.latency, 90):g} / {ms(total.latency, 99):g} ms"),
         ("status classes", ", ".join(f"{k}: {v:,}" for k, v in sorted(total.status.items())) or "none"),

@@ -29,7 +29,7 @@ def parse_since(text: str, now: float) -> float:
     except ValueError:
         raise ValueError(f"--since {text!r}: expected a duration like 1h, 30m, 7d or an ISO time") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
@@ -72,7 +72,7 @@ class Period:
 
     @property
     def label(self) -> str:
-        when = dt.datetime.fromtimestamp(self.start, dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(self.start, dt.UTC)
         if self.seconds >= 86400:
             return when.strftime("%Y-%m-%d")
         return when.strftime("%Y-%m-%d %H:%M") + " UTC"
@@ -88,7 +88,7 @@ class Period:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "start": dt.datetime.fromtimestamp(self.start, dt.timezone.utc).isoformat(),
+            "start": dt.datetime.fromtimestamp(self.start, dt.UTC).isoformat(),
             "seconds": self.seconds,
             "requests": self.requests,
             "errors": self.errors,
@@ -144,8 +144,8 @@ class Summary:
             return None if period is None else {"start": period.to_dict()["start"], "requests": period.requests}
 
         return {
-            "since": dt.datetime.fromtimestamp(self.since, dt.timezone.utc).isoformat(),
-            "until": dt.datetime.fromtimestamp(self.until, dt.timezone.utc).isoformat(),
+            "since": dt.datetime.fromtimestamp(self.since, dt.UTC).isoformat(),
+            "until": dt.datetime.fromtimestamp(self.until, dt.UTC).isoformat(),
             "total": self.total.to_dict(),
             "peak_minute": one(self.peak_minute),
             "lowest_minute": one(self.lowest_minute),

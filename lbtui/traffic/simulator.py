@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -247,7 +247,7 @@ class _Run:
             parsed: SimpleCookie = SimpleCookie()
             try:
                 parsed.load(value)
-            except Exception:  # a malformed Set-Cookie is the server's bug, not a crash
+            except CookieError:  # a malformed Set-Cookie is the server's bug, not a crash
                 continue
             for name, morsel in parsed.items():
                 jar[name] = morsel.value

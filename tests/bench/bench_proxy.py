@@ -603,8 +603,12 @@ def verdict(row: Row, baseline: Row) -> tuple[str, str, float, float]:
 def verdict_lines(name: str, row: Row, baseline: Row) -> list[str]:
     bar, goal, rps, p99 = verdict(row, baseline)
     return [
-        f"{name} bar  (>= {BAR_RPS}x HAProxy requests/s and p99 <= {BAR_P99}x): {bar} ({rps:.2f}x, p99 {p99:.2f}x)",
+        f"{name} bar (>= {BAR_RPS}x HAProxy requests/s and p99 <= {BAR_P99}x): {bar} ({rps:.2f}x, p99 {p99:.2f}x)",
         f"{name} goal (>= {GOAL_RPS}x HAProxy requests/s): {goal} ({rps:.2f}x)",
+        (
+            f"{name} CPU per request: lbtui {row.median('cpu_us'):.1f} µs, HAProxy {baseline.median('cpu_us'):.1f} µs "
+            f"({row.median('cpu_us') / baseline.median('cpu_us'):.1f}x)"
+        ),
     ]
 
 
@@ -889,7 +893,7 @@ def profile(args: argparse.Namespace, wrk: str, port: int, child: Child) -> None
             capture_output=True,
             text=True,
             timeout=seconds + 30,
-        check=False,
+            check=False,
         )
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -965,6 +969,7 @@ def environment(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, st
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     ).stdout.split()
     return {
         "cpu": f"{os.cpu_count()} x {cpu}",
