@@ -259,10 +259,9 @@ class LoadBalancer:
         self._publish(ev.ALGORITHM_CHANGED, None, source, old=old, new=name, hash_key=str(self.hash_key))
 
     def _make_policy(self, name: str) -> Policy:
-        if name == "consistent_hash":
-            return ConsistentHashPolicy(self.servers, balance_factor=self.balance_factor)
-        if name == "bounded_hash":
-            policy = ConsistentHashPolicy(self.servers, balance_factor=self.balance_factor or 1.25)
+        if name in ("consistent_hash", "bounded_hash"):
+            factor = self.balance_factor or (1.25 if name == "bounded_hash" else None)
+            policy = ConsistentHashPolicy(self.servers, balance_factor=factor, ring=self.ring.ring)
             policy.in_flight = lambda: self.in_flight
             return policy
         return ALGORITHMS[name](self.servers)

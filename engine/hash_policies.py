@@ -34,6 +34,7 @@ class ConsistentHashPolicy(Policy):
         virtual_nodes: int | None = None,
         balance_factor: float | None = None,
         compat: str | None = None,
+        ring: ConsistentHash | None = None,
     ) -> None:
         super().__init__(servers)
         self.balance_factor = balance_factor
@@ -44,7 +45,9 @@ class ConsistentHashPolicy(Policy):
         self._fallback = RoundRobin()
         self._for: Sequence[Server] | None = None
         self._by_name: dict[str, Server] = {}
-        self.ring = self._build(self.servers)
+        # A ring may be shared with the balancer's own (the one the dashboard draws), so a
+        # membership change rebuilds it once; the second update finds nothing to do.
+        self.ring = ring if ring is not None else self._build(self.servers)
 
     def _build(self, servers: Sequence[Server]) -> ConsistentHash:
         nodes = {s.name: s.weight for s in servers}
