@@ -3,7 +3,8 @@
 Cookie mode works as HAProxy's ``cookie SRV insert``: the cookie's value is the server's
 name, so any lbtui instance (or this one after a restart) can honour it without shared
 state. IP mode keeps a bounded table of client IP to server with a TTL; the first pick
-for an IP comes from the consistent hash, so instances agree even before they sync.
+for an IP comes from the consistent hash, so instances agree even before they sync, and
+the table (persisted by the store) keeps a client in place when membership changes.
 """
 
 from __future__ import annotations
@@ -62,16 +63,15 @@ class SessionAffinity:
     def get_server(self, request: Mapping[str, Any]) -> Server | None:
         """The pinned server if it can still take requests; a dead pin is dropped.
 
-        Cookie mode reads the cookie first and falls back to the client IP's pin, so
-        clients that drop cookies (and the dict API) still stick.
+        Cookie mode trusts only the cookie, as HAProxy's ``cookie insert`` does: clients
+        behind one NAT address are still balanced independently.
         """
-        server: Server | None = None
-        if self.method == "cookie" and self.resolve is not None:
+        if self.method == "cookie":
             value = self._cookie(request)
-            if value:
-                server = self.resolve(value)
-                if server is not None and server.available:
-                    return server
+            if not value or self.resolve is None:
+                return None
+            server = self.resolve(value)
+            return server if server is not None and server.available else None
         ip = request.get("client_ip")
         if not ip:
             return None
@@ -85,9 +85,11 @@ class SessionAffinity:
         return server
 
     def pin(self, request: dict[str, Any], server: Server) -> None:
-        """Pin the request's client to ``server``; in cookie mode also ask for a Set-Cookie."""
-        if self.method == "cookie" and self._cookie(request) != server.name:
-            request["set_cookie"] = f"{self.cookie_name}={server.name}; Path=/; Max-Age={self.ttl}; HttpOnly"
+        """Pin the request's client to ``server``: a Set-Cookie, or an entry in the IP table."""
+        if self.method == "cookie":
+            if self._cookie(request) != server.name:
+                request["set_cookie"] = f"{self.cookie_name}={server.name}; Path=/; Max-Age={self.ttl}; HttpOnly"
+            return
         ip = request.get("client_ip")
         if not ip:
             return

@@ -125,7 +125,7 @@ class LoadBalancer:
         sticky: bool = False,
         rate_limit: int | None = None,
         *,
-        sticky_method: str = "cookie",
+        sticky_method: str = "ip",
         session_ttl: int = 3600,
         hash_key: str = "client_ip",
         balance_factor: float | None = None,
@@ -321,7 +321,7 @@ class LoadBalancer:
                 self._count(pinned)
                 return pinned
         key = self.hash_key.extract(request) if self.policy.uses_key else None
-        sticky_ip = affinity is not None and request.get("client_ip")
+        sticky_ip = affinity is not None and affinity.method == "ip" and request.get("client_ip")
         buckets = self._server_buckets
         while candidates:
             if sticky_ip and not exclude:

@@ -25,7 +25,7 @@ def collect(lb: LoadBalancer) -> list[Event]:
 
 
 def test_cookie_stickiness_inserts_and_honours_the_cookie():
-    lb, servers = make(3, sticky=True)
+    lb, servers = make(3, sticky=True, sticky_method="cookie")
     request = {"client_ip": "1.1.1.1", "path": "/"}
     first = lb.route(request)
     assert request["set_cookie"].startswith(f"LBTUI_SERVER={first.name};")
@@ -33,6 +33,12 @@ def test_cookie_stickiness_inserts_and_honours_the_cookie():
     follow = {"client_ip": "2.2.2.2", "headers": {"cookie": f"a=b; LBTUI_SERVER={first.name}"}}
     assert lb.route(follow) is first
     assert "set_cookie" not in follow
+    # Without a cookie, clients behind one address are balanced, not pinned.
+    assert len({lb.route({"client_ip": "1.1.1.1"}).name for _ in range(6)}) == 3
+    # A cookie naming a server that is down is replaced by a fresh pick and cookie.
+    lb.set_health(first.name, False)
+    stale = {"client_ip": "3.3.3.3", "headers": {"cookie": f"LBTUI_SERVER={first.name}"}}
+    assert lb.route(stale) is not first and stale["set_cookie"]
 
 
 def test_sticky_repins_when_the_pinned_server_goes_down():

@@ -14,7 +14,7 @@ async def test_remap_moves_about_one_nth_and_brings_every_key_back() -> None:
     assert 1 / 1.5 <= figures["moved_share"] / (1 / 5) <= 1.5
     assert figures["moved_to_new"] == figures["moved"] > 0
     assert figures["returned"] == 1500 and figures["failed"] == 0
-    assert report.passed
+    assert report.passed, "\n".join(report.lines)
 
 
 async def test_failover_hides_a_dead_backend_from_clients() -> None:
@@ -23,7 +23,7 @@ async def test_failover_hides_a_dead_backend_from_clients() -> None:
     assert report.figures["detect_ms"] is not None and report.figures["detect_ms"] < 2000
     survivors = {k: v for k, v in report.figures["servers"].items() if k != report.figures["victim"]}
     assert len(survivors) == 2 and all(v > 0 for v in survivors.values())
-    assert report.passed
+    assert report.passed, "\n".join(report.lines)
 
 
 async def test_bounded_loads_keep_the_peak_under_the_cap() -> None:
@@ -38,11 +38,11 @@ async def test_bounded_loads_keep_the_peak_under_the_cap() -> None:
 async def test_stress_keeps_sessions_consistent_over_tls_with_limits() -> None:
     report = await stress(backends=3, clients=20, rps=200, duration=2.0)
     figures = report.figures
-    assert figures["failed"] == 0 and figures["check_failures"] == {}
+    assert figures["failed"] == 0 and figures["check_failures"] == {}, "\n".join(report.lines)
     assert figures["clients_changed_server"] == 0
     assert figures["rate_limited"] > 0 and len(figures["servers"]) == 3
     assert {"200", "201", "422"} <= set(figures["statuses"])
-    assert report.passed
+    assert report.passed, "\n".join(report.lines)
 
 
 def test_cli_rejects_an_unknown_scenario(capsys) -> None:

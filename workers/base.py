@@ -129,6 +129,9 @@ class Worker(ABC):
             if not ok:  # backing off: a wake-up must not turn into a retry storm
                 await asyncio.sleep(self.backoff_delay())
                 continue
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that races the wake-up, leaving stop() waiting forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()

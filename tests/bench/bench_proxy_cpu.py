@@ -1,0 +1,362 @@
+"""CPU per request: lbtui's HTTP proxy against a minimal Protocols + httptools proxy.
+
+The machine is shared and noisy, so requests/s alone says little; what a proxy costs is
+the CPU time its process spends per request. Each proxy runs in its own process on
+uvloop and reports ``time.process_time()`` (all its threads, the access-log writer
+included) over a control pipe before and after a round; the load generator (this
+process) keeps C keep-alive connections busy, one request at a time each, as wrk does,
+against one fixed-answer backend process. Rounds interleave the proxies; medians of the
+rounds and the ratio lbtui/baseline are printed.
+
+- ``baseline``: the minimal proxy of issue 3, written below: parse with llhttp, rebuild
+  the request head, one pooled upstream connection per client connection, keep-alive
+  both sides, nothing else.
+- ``lbtui-rr`` / ``lbtui-hash``: ``HttpProxy`` with three servers (on the one backend),
+  round robin or consistent hashing on the client IP, stats with percentiles, a JSON
+  access log to a temporary file, X-Forwarded-*/Forwarded added.
+
+    python tests/bench/bench_proxy_cpu.py [--requests 20000] [--connections 50] [--rounds 5]
+    python tests/bench/bench_proxy_cpu.py --profile /tmp/lbtui.prof   # cProfile of lbtui-hash
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\n\r\nHello, world!\n"
+REQUEST = b"GET /item/42?x=1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\n\r\n"
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    except ImportError:  # pragma: no cover
+        return "asyncio"
+
+
+# -- backend ---------------------------------------------------------------------------
+class _Backend(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        count = data.count(b"\r\n\r\n")
+        if count:
+            self.transport.write(RESPONSE * count)  # type: ignore[attr-defined]
+
+
+def _run_backend(port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    _install_uvloop()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Backend, "127.0.0.1", 0, backlog=1024)
+        port_queue.put(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- the minimal baseline proxy -----------------------------------------------------------
+class _BaseUpstream(asyncio.Protocol):
+    """The upstream side of the baseline: relays one response at a time to its client."""
+
+    def __init__(self, client: _BaseClient) -> None:
+        import httptools
+
+        self.client = client
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.parts: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+        if self.parts:
+            parts, self.parts = self.parts, []
+            self.client.transport.writelines(parts)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream = None
+        self.client.transport.close()
+
+    def on_status(self, reason: bytes) -> None:
+        self.parts.append(b"HTTP/1.1 %d %s\r\n" % (self.parser.get_status_code(), reason))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.parts += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        self.parts.append(b"\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self.parser.should_keep_alive():
+            self.client.no_reuse = True
+
+
+class _BaseClient(asyncio.Protocol):
+    """The client side of the baseline: parse, rebuild the head, forward, keep alive."""
+
+    def __init__(self, backend_port: int) -> None:
+        import httptools
+
+        self.backend_port = backend_port
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.upstream: _BaseUpstream | None = None
+        self.parts: list[bytes] = []
+        self.waiting: list[list[bytes]] = []
+        self.no_reuse = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_url(self, url: bytes) -> None:
+        self.parts = [self.parser.get_method(), b" ", url, b" HTTP/1.1\r\n"]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.parts += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        self.parts.append(b"\r\n")
+
+    def on_message_complete(self) -> None:
+        parts, self.parts = self.parts, []
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.writelines(parts)
+            return
+        self.waiting.append(parts)
+        if up is None:
+            self.upstream = up = _BaseUpstream(self)
+            asyncio.get_running_loop().create_task(self._connect(up))
+
+    async def _connect(self, up: _BaseUpstream) -> None:
+        await asyncio.get_running_loop().create_connection(lambda: up, "127.0.0.1", self.backend_port)
+        for parts in self.waiting:
+            up.transport.writelines(parts)  # type: ignore[union-attr]
+        self.waiting = []
+
+
+async def _start_baseline(backend_port: int) -> int:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _BaseClient(backend_port), "127.0.0.1", 0, backlog=1024)
+    return server.sockets[0].getsockname()[1]
+
+
+# -- lbtui ---------------------------------------------------------------------------------
+async def _start_lbtui(backend_port: int, policy: str, log_dir: str) -> tuple[int, object]:
+    from engine.accesslog import AccessLog
+    from engine.balancer import LoadBalancer
+    from engine.proxy import HttpProxy
+    from engine.server import Server
+
+    servers = [Server("127.0.0.1", backend_port, name=f"b{i}") for i in range(3)]
+    lb = LoadBalancer(servers, policy, hash_key="client_ip")
+    log = AccessLog(os.path.join(log_dir, f"access-{policy}.log"))
+    proxy = HttpProxy(lb, access_log=log)
+    await proxy.start()
+    return proxy.port, lb
+
+
+def _run_proxy(kind: str, backend_port: int, control: Connection, log_dir: str, profile: str) -> None:
+    """A proxy process: start, report the port, then answer CPU-time queries on ``control``."""
+    _install_uvloop()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if kind == "baseline":
+            port = await _start_baseline(backend_port)
+        else:
+            port, _ = await _start_lbtui(backend_port, "round_robin" if kind == "lbtui-rr" else "consistent_hash", log_dir)
+        stop = loop.create_future()
+
+        def answer() -> None:
+            message = control.recv()
+            if message == "stop":
+                stop.set_result(None)
+                return
+            if profiler is not None:
+                (profiler.enable if message == "start" else profiler.disable)()
+            control.send(time.process_time())
+
+        loop.add_reader(control.fileno(), answer)
+        control.send(port)
+        await stop
+
+    asyncio.run(main())
+    if profiler is not None:
+        profiler.dump_stats(profile)
+    control.send("stopped")
+
+
+# -- load generator -------------------------------------------------------------------------
+class _Load(asyncio.Protocol):
+    """One keep-alive connection, one request in flight, responses counted as they end."""
+
+    def __init__(self, state: list[int], done: asyncio.Future[None]) -> None:
+        self.state = state  # [sent, answered, total]
+        self.done = done
+        self.buffer = b""
+        self.size = 0  # bytes of one complete response on this connection, once known
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self) -> None:
+        state = self.state
+        if state[0] < state[2]:
+            state[0] += 1
+            self.transport.write(REQUEST)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.size:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            length = 0
+            for line in buffer[:end].split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            self.size = end + 4 + length
+        count, rest = divmod(len(buffer), self.size)
+        self.buffer = buffer[len(buffer) - rest :] if rest else b""
+        state = self.state
+        state[1] += count
+        if state[1] >= state[2]:
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        for _ in range(count):
+            self.send()
+
+
+async def _load(port: int, total: int, connections: int) -> float:
+    """Send ``total`` requests over ``connections`` connections; returns requests/s."""
+    loop = asyncio.get_running_loop()
+    state = [0, 0, total]
+    done: asyncio.Future[None] = loop.create_future()
+    clients: list[_Load] = []
+    for _ in range(connections):
+        _, client = await loop.create_connection(lambda: _Load(state, done), "127.0.0.1", port)
+        clients.append(client)
+    started = time.perf_counter()
+    for client in clients:
+        client.send()
+    await asyncio.wait_for(done, 300)
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.transport.close()
+    return total / elapsed
+
+
+def _ask(control: Connection, message: str) -> float:
+    control.send(message)
+    if not control.poll(30):
+        raise RuntimeError("proxy process did not answer")
+    return control.recv()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default="baseline,lbtui-rr,lbtui-hash", help="comma-separated proxies to run")
+    parser.add_argument("--profile", default="", help="write a cProfile of lbtui-hash's measured rounds here")
+    args = parser.parse_args()
+    loop_name = _install_uvloop()
+    kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    ctx = multiprocessing.get_context("spawn")
+    ports: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    backend = ctx.Process(target=_run_backend, args=(ports,), daemon=True)
+    backend.start()
+    backend_port = ports.get(timeout=20)
+    log_dir = tempfile.mkdtemp(prefix="lbtui-bench-cpu-")
+    procs: dict[str, tuple[multiprocessing.process.BaseProcess, Connection, int]] = {}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    rps: dict[str, list[float]] = {k: [] for k in kinds}
+    try:
+        for kind in kinds:
+            mine, theirs = ctx.Pipe()
+            profile = args.profile if kind == "lbtui-hash" else ""
+            proc = ctx.Process(target=_run_proxy, args=(kind, backend_port, theirs, log_dir, profile), daemon=True)
+            proc.start()
+            if not mine.poll(30):
+                raise RuntimeError(f"{kind} did not start")
+            procs[kind] = (proc, mine, mine.recv())
+        for kind in kinds:  # warm-up: connections, pools, caches
+            asyncio.run(_load(procs[kind][2], 3000, args.connections))
+        for _ in range(args.rounds):
+            for kind in kinds:
+                _, control, port = procs[kind]
+                before = _ask(control, "start")
+                rps[kind].append(asyncio.run(_load(port, args.requests, args.connections)))
+                after = _ask(control, "end")
+                cpu[kind].append((after - before) / args.requests * 1e6)
+    finally:
+        for proc, control, _ in procs.values():
+            try:
+                control.send("stop")
+                if control.poll(10):
+                    control.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+        backend.terminate()
+        backend.join(5)
+    print(
+        f"loop={loop_name} requests={args.requests} connections={args.connections} rounds={args.rounds} "
+        f"load(1m)={os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'proxy':<12} {'CPU us/req':>10} {'req/s':>9}   CPU us/req per round")
+    for kind in kinds:
+        rounds = ", ".join(f"{x:.1f}" for x in cpu[kind])
+        print(f"{kind:<12} {statistics.median(cpu[kind]):10.1f} {statistics.median(rps[kind]):9,.0f}   {rounds}")
+    if "baseline" in cpu:
+        base = statistics.median(cpu["baseline"])
+        for kind in kinds:
+            if kind != "baseline":
+                # Ratio per round (interleaved, so each pair saw similar noise), then the median.
+                ratios = [c / b for c, b in zip(cpu[kind], cpu["baseline"], strict=True)]
+                print(
+                    f"ratio {kind}/baseline CPU: {statistics.median(ratios):.2f} "
+                    f"(of medians {statistics.median(cpu[kind]) / base:.2f})"
+                )
+
+
+if __name__ == "__main__":
+    main()
