@@ -96,7 +96,14 @@ class ConsistentHashPolicy(Policy):
 
 
 class MaglevPolicy(Policy):
-    """Maglev hashing: a lookup table over the servers that may take traffic now."""
+    """Maglev hashing over every configured server.
+
+    The table is built from membership and weights only, so it changes when an operator
+    adds, removes or re-weights a server, never on a health flap (a build costs tens of
+    milliseconds of the event loop at 100 servers). A key whose slot owner cannot take
+    traffic walks the table forward to the next acceptable owner: only that server's
+    keys move, and they spread over the rest in the table's random order.
+    """
 
     name = "maglev"
     uses_key = True
@@ -104,23 +111,31 @@ class MaglevPolicy(Policy):
     def __init__(self, servers: Iterable[Server] = (), table_size: int = 65537) -> None:
         super().__init__(servers)
         self.table_size = table_size
-        self._members: tuple[tuple[str, int], ...] = ()
-        self.table: Maglev | None = None
+        self.table = Maglev({s.name: s.weight for s in self.servers}, table_size)
         self._fallback = RoundRobin()
         self._for: Sequence[Server] | None = None
         self._by_name: dict[str, Server] = {}
+
+    def update(self, servers: Sequence[Server]) -> None:
+        super().update(servers)
+        self._for = None
+        wanted = {s.name: s.weight for s in servers}
+        if wanted != self.table.nodes:
+            self.table = Maglev(wanted, self.table_size)
 
     def pick(self, candidates: Sequence[Server], key: str | None = None) -> Server | None:
         if not candidates:
             return None
         if key is None:
             return self._fallback.pick(candidates)
-        if candidates is self._for and self.table is not None:
-            return self._by_name.get(self.table.get_node(key)) or self._fallback.pick(candidates)
-        members = tuple((s.name, s.weight) for s in candidates)
-        self._for, self._by_name = candidates, {s.name: s for s in candidates}
-        if self.table is None or members != self._members:
-            # Maglev rebuilds its table when the healthy set changes.
-            self.table = Maglev(dict(members), self.table_size)
-            self._members = members
-        return self._by_name.get(self.table.get_node(key)) or self._fallback.pick(candidates)
+        if candidates is not self._for:
+            self._for, self._by_name = candidates, {s.name: s for s in candidates}
+        by_name = self._by_name
+        server = by_name.get(self.table.get_node(key))  # type: ignore[arg-type]
+        if server is not None:
+            return server
+        for name in self.table.iter_nodes(key):
+            server = by_name.get(name)
+            if server is not None:
+                return server
+        return self._fallback.pick(candidates)

@@ -12,9 +12,11 @@ full rebuild numbers slots in name order; an incremental add that would create s
 tie falls back to a rebuild). The mapping is therefore a function of the membership
 alone, whatever order nodes were added in, on any machine.
 
-Lookups go through a lazily built bucket index over the top bits of the hash (about
-two buckets per point): a key's bucket gives the index of the first point at or after
-the bucket start, and only keys whose bucket holds points scan a few entries.
+Lookups go through a bucket index over the top bits of the hash (about 1.5 points per
+bucket, int32 starts): a key's bucket gives the index of the first point at or after the
+bucket start, and only keys whose bucket holds points scan a few entries. A full build
+makes the index lazily on the first lookup; add, remove and weight changes patch it in
+place (a step-function shift of the starts), so a change costs the next lookup nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ meets 1.05 in 28% of them, 3072 in 73%, 4096 in 96% (median 1.039), 5120 in 99%.
 4096 is the knee: 5120 buys 3 points of coverage for 25% more memory and merge time.
 Movement stays optimal (only keys of the changed node move; one add moves 1/(N+1)
 within about +-1.6%). Cost: 8 bytes per point (3.3 MB at 100 servers) and O(points)
-array merges, about a millisecond per add or remove.
+array merges, about a millisecond per add or remove (index patch included).
 """
 
 KETAMA_POINTS = 160
@@ -67,6 +69,11 @@ _MAX_POINTS = 1 << 25  # 256 MB of ring: past this the weights or virtual_nodes 
 _LOW16 = 0 if sys.byteorder == "little" else 3  # offset of the low 16 bits in a uint64
 
 U64 = npt.NDArray[np.uint64]
+
+
+def _index_bits(size: int) -> int:
+    """Bucket bits of the lookup index for a ring of this many points (~1.5 points each)."""
+    return max(8, min(22, size.bit_length() - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,7 @@ class ConsistentHash:
         self._kcache: dict[str, npt.NDArray[np.uint32]] = {}
         self._dirty = True
         self._size = 0
-        self._start: npt.NDArray[np.int64] = np.zeros(2, dtype=np.int64)
+        self._start: npt.NDArray[np.int32] = np.zeros(2, dtype=np.int32)
         self._start_mv = memoryview(self._start)
         self._ring_mv = memoryview(self._ring)
         self._bshift = 63
@@ -242,13 +249,16 @@ class ConsistentHash:
         if self._ketama:
             self._rebuild()
             return
-        slot = self._slot.pop(node)
-        self._names[slot] = None
-        self._free.append(slot)
         if w:
             self._owning -= 1
-            ring = self._ring
-            self._set_ring(ring[_low16(ring) != slot])
+            self._delete(node, 0, w * self._vnodes)  # its points, found through the index
+        slot = self._slot.pop(node, None)
+        if slot is None:  # _delete fell back to a rebuild, which already renumbered slots
+            return
+        self._names[slot] = None
+        self._free.append(slot)
+        if not self._dirty:
+            self._refresh(self._ring)
 
     def set_weight(self, node: str, weight: int) -> None:
         """Change a node's weight; 0 keeps it known but owning nothing. Unknown: KeyError."""
@@ -333,7 +343,7 @@ class ConsistentHash:
             return
         if ring.size + pts.size > _MAX_POINTS:
             raise ValueError(f"ring points would exceed {_MAX_POINTS}: lower the weights")
-        ins = np.searchsorted(ring, pts)
+        ins = self._search(ring, pts)
         # A new point on the same 48-bit position as another node's point would be
         # ordered by slot, which depends on history: rebuild to order it by name instead.
         for nb in (ring.take(ins, mode="wrap"), ring.take(ins - 1, mode="wrap")):
@@ -347,40 +357,87 @@ class ConsistentHash:
         keep[dst] = False
         out[keep] = ring
         out[dst] = pts
+        indexed = not self._dirty
         self._set_ring(out)
+        if indexed:
+            self._patch_index(out, pts, +1)
+
+    def _search(self, ring: U64, pts: U64) -> npt.NDArray[np.intp]:
+        """``np.searchsorted(ring, pts)`` on 48-bit positions, through the index when valid.
+
+        A few bucket-local steps per point instead of ~19 cache misses of a binary search.
+        Points sharing a position with a ring point are caught by the callers' tie checks.
+        """
+        if self._dirty:
+            return np.searchsorted(ring, pts)
+        return self._find_many(pts)
 
     def _delete(self, node: str, start: int, stop: int) -> None:
         """Drop points [start, stop) of a node from the ring."""
         pts = self._node_points(node, start, stop)
         ring = self._ring
-        ins = np.searchsorted(ring, pts)
+        ins = self._search(ring, pts)
         found = ring.take(ins, mode="clip")
         if not np.array_equal(found, pts) or (ins[1:] == ins[:-1]).any():
             self._rebuild()  # a point repeated within the node: astronomically rare
             return
         keep = np.ones(ring.size, dtype=bool)
         keep[ins] = False
-        self._set_ring(ring[keep])
+        new = ring[keep]
+        indexed = not self._dirty
+        self._set_ring(new)
+        if indexed:
+            self._patch_index(new, pts, -1)
 
     # ------------------------------------------------------------------ lookup index
 
     def _reindex(self) -> None:
-        """Bucket index over the top k bits, with about two buckets per point."""
+        """Bucket index over the top k bits, about 1.5 points per bucket (int32 starts).
+
+        Fewer, narrower buckets than one per point keep the build to one bincount and one
+        cumsum over a ~1 MB array; a lookup then scans about one entry, as before.
+        """
         ring = self._ring
         size = int(ring.size)
-        k = max(8, min(22, (2 * size).bit_length()))
+        k = _index_bits(size)
         shift = 64 - k
         counts = np.bincount((ring >> np.uint64(shift)).astype(np.intp), minlength=1 << k)
-        start = np.empty((1 << k) + 1, dtype=np.int64)
+        start = np.empty((1 << k) + 1, dtype=np.int32)
         start[0] = 0
         np.cumsum(counts, out=start[1:])
         self._start = start
         self._start_mv = memoryview(start)
-        self._ring_mv = memoryview(ring)
         self._bshift = shift
+        self._refresh(ring)
+
+    def _refresh(self, ring: U64) -> None:
+        """Point the lookup views at a new ring whose index is already up to date."""
+        self._ring_mv = memoryview(ring)
         self._names_arr = np.array([*self._names, None], dtype=object)
-        self._size = size
+        self._size = int(ring.size)
         self._dirty = False
+
+    def _patch_index(self, ring: U64, changed: U64, sign: int) -> bool:
+        """Shift bucket starts after ``changed`` points were inserted (+1) or removed (-1).
+
+        O(buckets) in numpy instead of a full rebuild, so an add or remove leaves the next
+        lookup nothing to do. Call only while the index matches the old ring. False when
+        the new size wants a different bucket count (the index then stays dirty).
+        """
+        if abs(_index_bits(int(ring.size)) - (64 - self._bshift)) > 1:
+            return False
+        # delta[j] = changed points in buckets < j: a step function, built as runs by
+        # np.repeat (a cumsum over every bucket costs more than the whole merge)
+        nb = self._start.size - 1
+        b = np.sort((changed >> np.uint64(self._bshift)).astype(np.intp))
+        edges = np.concatenate(([-1], b, [nb]))
+        delta = np.repeat(np.arange(b.size + 1, dtype=np.int32), np.diff(edges))
+        if sign > 0:
+            self._start += delta
+        else:
+            self._start -= delta
+        self._refresh(ring)
+        return True
 
     def _ring_hash(self, key: str) -> int:
         """The key's 64-bit ring coordinate (ketama's 32-bit hash sits in the high half)."""

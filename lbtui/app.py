@@ -21,7 +21,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from engine.gateway import Gateway
 from lbtui.control.base import Control, ControlError, EventView, Link, LocationView, RingView, ServerView
+from lbtui.control.inprocess import InProcessControl
 from lbtui.widgets.add_server_modal import AddServerModal, NewServer
 from lbtui.widgets.algorithm_modal import AlgorithmChoice, AlgorithmModal
 from lbtui.widgets.confirm_modal import ConfirmModal
@@ -35,12 +37,19 @@ from lbtui.widgets.servers_table import SORTABLE, ServersTable
 REFRESH_SECONDS = 0.25  # four redraws a second is plenty for eyes
 RING_MAX_AGE = 5.0  # refetch the ring at least this often, in case an event was missed
 RING_POINTS = 2048
+RING_MIN_WIDTH, RING_MAX_WIDTH = 24, 48
+TABLE_FULL_WIDTH = 113  # every column at a comfortable width, plus the scrollbar
 
 # Actions on the selected server or the balancer: disabled while a dialog is open.
 OPERATOR_ACTIONS = frozenset(
     {"fail", "maint", "drain", "ready", "weight_up", "weight_down", "add_server", "remove_server",
      "algorithm", "key_finder", "filter", "sort", "sort_reverse", "pause"}
 )
+
+
+def ring_width(width: int) -> int:
+    """The ring panel's width: small until the table has room for every column."""
+    return max(RING_MIN_WIDTH, min(RING_MAX_WIDTH, width - TABLE_FULL_WIDTH))
 
 
 class LbtuiApp(App[None]):
@@ -166,9 +175,9 @@ class LbtuiApp(App[None]):
         await self.control.close()
 
     def on_resize(self) -> None:
-        pane = self.query_one("#ring-pane")
-        pane.styles.width = max(26, min(48, self.size.width // 3))
-        self.log_pane.styles.height = 5 if self.size.height < 30 else 7  # 80x24 keeps room for rows
+        width, height = self.size
+        self.query_one("#ring-pane").styles.width = ring_width(width)
+        self.log_pane.styles.height = 5 if height < 30 else 7  # 80x24 keeps room for rows
 
     # -- refresh --------------------------------------------------------------------------
     def _on_event(self, event: EventView) -> None:
@@ -231,6 +240,9 @@ class LbtuiApp(App[None]):
         log = self.log_pane
         while self._events:
             log.add_event(self._events.popleft())
+        sample = self.control.sampled_request()
+        if sample is not None:
+            log.request(sample)
 
     # -- operator actions -----------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -428,4 +440,27 @@ async def run_app(control: Control, *, title: str = "lbtui", on_quit: Callable[[
     await LbtuiApp(control, title=title, on_quit=on_quit).run_async()
 
 
-__all__ = ["LbtuiApp", "Link", "run_app"]
+async def run_embedded(gateway: Gateway, *, title: str = "lbtui") -> None:
+    """The dashboard over a running Gateway in this event loop; quitting stops it gracefully.
+
+    The operator's quit is confirmed in the app; the gateway is stopped after the screen
+    closed, so the terminal is back before in-flight requests finish. A stop asked for
+    elsewhere (SIGTERM, the admin API) closes the screen the same way.
+    """
+    app = LbtuiApp(InProcessControl.for_gateway(gateway), title=title)
+
+    async def close_when_stopping() -> None:
+        await gateway.wait_stop_requested()
+        app.exit()
+
+    watcher = asyncio.create_task(close_when_stopping(), name="lbtui-ui-stop-watch")
+    try:
+        await app.run_async()
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        # Shielded: if our caller gives up waiting, the graceful stop still completes.
+        await asyncio.shield(gateway.stop())
+
+
+__all__ = ["LbtuiApp", "Link", "run_app", "run_embedded"]

@@ -243,3 +243,16 @@ def test_stats_count_requests_and_percentiles():
     assert 45 <= stats["p50_ms"] <= 55
     assert 95 <= stats["p99_ms"] <= 102
     assert stats["connections_per_server"] == {"s0": 0, "s1": 0}
+
+
+def test_maglev_health_flap_moves_only_that_servers_keys_and_keeps_the_table():
+    lb, servers = make(5, algorithm="maglev", hash_key="header:x-key")
+    table = lb.policy.table
+    keys = [f"user-{i}" for i in range(2000)]
+    before = {k: lb.route({"headers": {"x-key": k}}).name for k in keys}
+    lb.set_health("s1", False)
+    after = {k: lb.route({"headers": {"x-key": k}}).name for k in keys}
+    assert lb.policy.table is table  # no rebuild on a health change
+    assert all(before[k] == after[k] for k in keys if before[k] != "s1")
+    moved_to = {after[k] for k in keys if before[k] == "s1"}
+    assert "s1" not in moved_to and len(moved_to) >= 3  # spread, not dumped on one server

@@ -375,3 +375,26 @@ def test_ties_are_ordered_by_name_whatever_the_insertion_order(monkeypatch: pyte
         assert {ring.get_node(k) for k in KEYS[:500]} == {"a"}
         assert ring.shares() == {"a": 1.0, "b": 0.0}
         assert ring.get_nodes("k", 2) == ["a", "b"]
+
+
+def test_patched_index_matches_a_fresh_one() -> None:
+    """add/remove/set_weight patch the lookup index in place: it must equal a rebuilt one."""
+    import numpy as np
+
+    names = [f"10.0.0.{i}:80" for i in range(40)]
+    ring = ConsistentHash(names, 512)
+    ring.get_node("warm")  # index built: later changes patch it
+    steps = [("add", "10.9.9.9:80", 2), ("remove", names[3], 0), ("weight", names[5], 3), ("weight", names[6], 0)]
+    for op, name, w in steps:
+        if op == "add":
+            ring.add_node(name, w)
+        elif op == "remove":
+            ring.remove_node(name)
+        else:
+            ring.set_weight(name, w)
+        assert not ring._dirty  # the change left the next lookup nothing to rebuild
+        patched = ring._start.copy()
+        ring._reindex()
+        assert np.array_equal(patched, ring._start)
+        fresh = ConsistentHash(ring.nodes, 512)
+        assert [ring.get_node(k) for k in KEYS[:500]] == fresh.get_nodes_many(KEYS[:500])

@@ -40,8 +40,8 @@ def record_events(lb: LoadBalancer) -> list[Event]:
     return seen
 
 
-@pytest.mark.parametrize("use_watch", [False, None], ids=["polling", "change-stream-if-supported"])
-async def test_two_instances_converge_within_two_seconds(nx_server: NxServer, use_watch: bool | None) -> None:  # noqa: F811
+async def test_two_instances_converge_within_two_seconds(nx_server: NxServer) -> None:  # noqa: F811
+    use_watch = None  # detect: nx-27017 reports a standalone server, so this is the polling path
     lb_a = LoadBalancer(pool(), "consistent_hash")
     lb_b = LoadBalancer([], "round_robin")
     sync_a = StoreSync(lb_a, mongo(nx_server), node_id="a", use_watch=use_watch)
@@ -52,8 +52,7 @@ async def test_two_instances_converge_within_two_seconds(nx_server: NxServer, us
         sync_b.start()
         await wait_for(lambda: len(lb_b.servers) == 3 and lb_b.algorithm == "consistent_hash", 5,
                        "node b to load servers and algorithm")
-        if use_watch is False:
-            assert sync_a.mode == sync_b.mode == "polling"
+        assert sync_a.mode == sync_b.mode == "polling"
         seen_a = record_events(lb_a)
 
         lb_a.set_weight("s1", 30)

@@ -45,6 +45,7 @@ class Worker(ABC):
         self.consecutive_failures = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     # -- what subclasses provide -------------------------------------------------------
     @abstractmethod
@@ -67,12 +68,23 @@ class Worker(ABC):
             self.state = WorkerState.RUNNING
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"worker:{self.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the loop to finish its current step and exit; cancel only after ``grace``.
+
+        Cancelling is the last resort: a cancellation that lands inside a driver call can
+        be swallowed (pymongo's network layer, Python 3.11's timeout races), after which
+        further cancels are ignored and an awaited task never ends. Every wait here is
+        bounded.
+        """
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            self._wake.set()
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            self._stopping.clear()
         try:
             await self.teardown()
         finally:
@@ -123,15 +135,16 @@ class Worker(ABC):
 
     async def _run(self) -> None:
         await self.setup()
-        while True:
+        while not self._stopping.is_set():
             ok = await self.run_once()
             self.state = WorkerState.RUNNING if ok else WorkerState.BACKOFF
-            if not ok:  # backing off: a wake-up must not turn into a retry storm
-                await asyncio.sleep(self.backoff_delay())
-                continue
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-            # that races the wake-up, leaving stop() waiting forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
+            # Backing off, only stop may cut the wait short: a wake-up must not turn into a
+            # retry storm against a store that is down.
+            await self._pause(self.interval if ok else self.backoff_delay(), self._wake if ok else self._stopping)
             self._wake.clear()
+
+    @staticmethod
+    async def _pause(seconds: float, event: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()

@@ -109,6 +109,7 @@ class StoreSync(Worker):
         self._pending_events: deque[dict[str, Any]] = deque(maxlen=MAX_PENDING_EVENTS)
         self._unsubscribe: Callable[[], None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._watch_stop = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -377,8 +378,11 @@ class StoreSync(Worker):
     # -- change streams ------------------------------------------------------------------
     async def _watch(self) -> None:
         try:
-            async for _ in self.store.watch():
-                self.wake()
+            async for changed in self.store.watch():
+                if self._watch_stop:
+                    break
+                if changed:
+                    self.wake()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the poll loop still runs; just note it
@@ -387,7 +391,13 @@ class StoreSync(Worker):
 
     async def _stop_watch(self) -> None:
         task, self._watch_task = self._watch_task, None
-        if task is not None:
+        if task is None:
+            return
+        # Ask the stream to end between reads (it yields at least every half second);
+        # cancel only if it does not, and never wait on it unboundedly.
+        self._watch_stop = True
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task}, timeout=1.0)
+        self._watch_stop = False

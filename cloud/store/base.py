@@ -142,6 +142,7 @@ class Store(ABC):
         """Whether ``watch`` can push change notices; otherwise callers poll ``changes``."""
         return False
 
-    def watch(self) -> AsyncIterator[None]:
-        """Yields once per remote change notice. Only valid when ``supports_watch``."""
+    def watch(self) -> AsyncIterator[bool]:
+        """Yields True per remote change notice, False when idle (a chance to stop).
+        Only valid when ``supports_watch``."""
         raise NotImplementedError

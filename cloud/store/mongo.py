@@ -6,11 +6,11 @@ trimmed otherwise) and ``analytics`` (unique minute). Indexes are created on con
 every write is idempotent: server and settings writes carry ``updated_at`` and only
 replace older documents (last writer wins), rollups replace by minute.
 
-Change notification: ``supports_watch`` opens a change stream on ``servers`` and falls
-back to polling when the server refuses (a standalone mongod answers "only supported on
-replica sets"). The sync worker treats a change notice only as a wake-up and always
-reads through ``changes(since)``, so correctness never depends on change streams; the
-tests run against nx-27017 with polling forced, and with its change streams as well.
+Change notification: ``supports_watch`` is true on replica sets and sharded clusters
+(where MongoDB has change streams); standalone servers, and nx-27017 which the tests
+use, are polled. The sync worker treats a change notice only as a wake-up and always
+reads through ``changes(since)``, so correctness never depends on change streams and
+the polling path is the one the tests exercise.
 
 The URI's password never leaves this module: ``describe`` and every error message are
 redacted.
@@ -243,20 +243,26 @@ class MongoStore(Store):
 
     # -- change streams -------------------------------------------------------------------
     async def supports_watch(self) -> bool:
+        """True on a replica set or sharded cluster, where MongoDB offers change streams.
+
+        A standalone server (and nx-27017, which reports itself as one) is polled. nx-27017
+        0.8 does answer ``watch``, but cancelling its pending getMore proved unreliable in
+        our tests, so it is not trusted to push notices.
+        """
         try:
-            stream = await self._db.servers.watch(max_await_time_ms=100)
-            await stream.close()
-            return True
+            hello = await self._client.admin.command("hello") if self._client else {}
         except PyMongoError:
             return False
+        return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
-    async def watch(self) -> AsyncIterator[None]:  # type: ignore[override]
-        """One ``None`` per change on ``servers``; raises StoreError when the stream breaks."""
+    async def watch(self) -> AsyncIterator[bool]:  # type: ignore[override]
+        """Yields True per change on ``servers`` and False on each idle half second, so the
+        consumer can stop between reads: cancelling a pending getMore can leave the
+        cursor's cleanup waiting on the server. Raises StoreError when the stream breaks."""
         try:
             async with await self._db.servers.watch(max_await_time_ms=500) as stream:
                 while stream.alive:
                     change = await stream.try_next()
-                    if change is not None:
-                        yield None
+                    yield change is not None
         except PyMongoError as exc:
             raise self._error("change stream", exc) from exc

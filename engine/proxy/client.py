@@ -21,9 +21,20 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from engine.accesslog import AccessRecord
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
-    FORWARDING,
+    H_CONNECTION,
+    H_FORWARDED,
+    H_HOP,
+    H_HOST,
+    H_LENGTH,
+    H_TE,
+    H_UPGRADE,
+    H_XFF,
+    H_XPROTO,
     HOP_BY_HOP,
     IDEMPOTENT,
+    PLAIN_TOKENS,
+    REQUEST_KINDS,
+    REQUEST_LENGTHS,
     connection_tokens,
     forwarded_for,
     valid_host,
@@ -37,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
-_wall = time.time
 
 # Read phases of the client connection.
 IDLE, HEAD, BODY = 0, 1, 2
@@ -47,6 +57,10 @@ BUFFER_LIMIT = 256 * 1024  # request body held while an upstream connection open
 REPLAY_LIMIT = 64 * 1024  # request body kept to replay an idempotent request elsewhere
 PIPELINE_LIMIT = 16
 CRLF = b"\r\n"
+_PATH_START = (ord("/"), ord("*"))
+_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
+_NO_REPLAY_YET: list[bytes] = []  # replayable, no body kept yet (never appended to)
 LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -70,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = HttpRequestParser(self)
         self.ip = ""
         self.ip_bytes = b""
+        self.fwd_for = b""
         self.proto = b"https" if proxy.tls else b"http"
         self.phase = HEAD
         now = _monotonic()
@@ -77,6 +92,11 @@ class ClientConnection(asyncio.Protocol):
         self.head_started = now
         self.idle_since = now
         self.head_bytes = 0
+        self.good_host: bytes | None = None  # last Host value found valid on this connection
+        # X-Forwarded-*/Forwarded block for the last Host seen: the same for every request
+        # of a connection in the common case, so built once.
+        self.fwd_host: bytes | None = None
+        self.fwd_block = b""
         self.seen_bytes = False
         self.parsing: Exchange | None = None
         self.active: Exchange | None = None
@@ -118,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "unknown"
         self.ip_bytes = self.ip.encode()
+        self.fwd_for = forwarded_for(self.ip).encode()
         self.proxy.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -132,7 +153,10 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
-        self.stamp = _monotonic()
+        # One clock read per socket read, shared through the pool with every callback
+        # it triggers (routing, latency, idle stamps).
+        self.stamp = now = _monotonic()
+        self.pool.now = now
         if self.no_more:
             return
         ex = self.active
@@ -220,7 +244,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- llhttp callbacks (request) --------------------------------------------------------
     def on_message_begin(self) -> None:
-        now = _monotonic()
+        now = self.stamp
         if self.phase == IDLE:
             self.head_started = now
         self.phase = HEAD
@@ -240,29 +264,56 @@ class ClientConnection(asyncio.Protocol):
             return  # trailers of a chunked body are not forwarded
         settings = self.settings
         ex.header_bytes += len(name) + len(value) + 4
-        if len(ex.headers) >= settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+        ex.nheaders += 1
+        if ex.nheaders > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
             raise Reject(431)
-        ex.headers.append((name, value))
-        lower = name.lower()
-        if lower == b"host":
+        if len(name) in REQUEST_LENGTHS:
+            kind = REQUEST_KINDS.get(name.lower())
+            if kind == H_HOST:  # the one special header of nearly every request, inlined
+                ex.host_count += 1
+                ex.host = value
+            elif kind is not None and self._special_header(ex, kind, name, value):
+                return
+        ex.out += (name, b": ", value, CRLF)
+
+    def _special_header(self, ex: Exchange, kind: int, name: bytes, value: bytes) -> bool:
+        """Act on a header the proxy must understand; True when it is not forwarded as is."""
+        if kind == H_HOST:
             ex.host_count += 1
             ex.host = value
-        elif lower == b"content-length":
+            return False
+        if kind == H_LENGTH:
             if not value.isdigit():
                 raise Reject(400)
             length = int(value)
             if ex.content_length is not None and ex.content_length != length:
                 raise Reject(400)
             ex.content_length = length
-        elif lower == b"transfer-encoding":
+            return False
+        if kind == H_TE:
             ex.te_seen = True
             # Only "chunked" as the final coding frames a request (RFC 9112 6.3).
             ex.chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
-        elif lower == b"connection":
+        elif kind == H_CONNECTION:
             tokens = connection_tokens(value)
             ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
-        elif lower == b"upgrade":
+        elif kind == H_UPGRADE:
             ex.upgrade_value = value
+        elif kind != H_HOP and self.settings.trust_forwarded:
+            if kind == H_XFF:
+                ex.prior_xff = value if ex.prior_xff is None else ex.prior_xff + b", " + value
+            elif kind == H_FORWARDED:
+                ex.prior_fwd = value if ex.prior_fwd is None else ex.prior_fwd + b", " + value
+            else:
+                if kind == H_XPROTO:
+                    ex.has_proto = True
+                else:
+                    ex.has_xhost = True
+                return False  # trusted: forwarded in place
+        if ex.dropped is None:
+            ex.dropped = []
+        ex.dropped.append((name, value))
+        return True
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
@@ -276,20 +327,27 @@ class ClientConnection(asyncio.Protocol):
         ex.http_minor = 0 if version == "1.0" else 1
         if method == b"CONNECT":
             raise Reject(405)
+        host = ex.host
         if ex.host_count > 1 or (ex.host_count == 0 and ex.http_minor == 1):
             raise Reject(400)
-        if ex.host is not None and not valid_host(ex.host):
-            raise Reject(400)
+        if host is not None and host != self.good_host:  # a client sends the same Host again and again
+            if not valid_host(host):
+                raise Reject(400)
+            self.good_host = host
         if ex.te_seen and (ex.content_length is not None or ex.http_minor == 0 or not ex.chunked):
             raise Reject(400)
         if ex.content_length is not None and ex.content_length > self.settings.max_body_bytes:
             raise Reject(413)
-        if not ex.url or ex.url[:1] not in (b"/", b"*") and not ex.url.startswith((b"http://", b"https://")):
+        url = ex.url
+        if not url or url[0] not in _PATH_START and not url.startswith((b"http://", b"https://")):
             raise Reject(400)
+        out = ex.out
+        out[0] = method
+        out[2] = url
         # Must be read here, not after feed_data(): llhttp resets the flags on completion.
         ex.keep_alive = parser.should_keep_alive()
-        ex.upgrade = parser.should_upgrade() and ex.upgrade_value is not None
-        ex.replay = [] if method in IDEMPOTENT else None
+        ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()
+        ex.replay = _NO_REPLAY_YET if method in IDEMPOTENT else None
         if ex.chunked or (ex.content_length or 0) > 0:
             self._queue(ex)  # stream the body: start the exchange before it arrives
 
@@ -305,6 +363,8 @@ class ClientConnection(asyncio.Protocol):
             return
         replay = ex.replay
         if replay is not None:
+            if replay is _NO_REPLAY_YET:
+                ex.replay = replay = []
             ex.replay_bytes += size
             if ex.replay_bytes > REPLAY_LIMIT:
                 ex.replay = None
@@ -337,7 +397,14 @@ class ClientConnection(asyncio.Protocol):
         if ex.chunked and ex is self.active and ex.upstream is not None and ex.upstream.transport is not None:
             ex.upstream.transport.write(LAST_CHUNK)
         if not ex.chunked and not ex.content_length:
-            self._queue(ex)
+            # _queue, inlined for the common bodiless request
+            self.proxy.active_requests += 1
+            if self.active is None:
+                self._start(ex)
+            else:
+                self.pending.append(ex)
+                if len(self.pending) >= PIPELINE_LIMIT:
+                    self.pause_reading(PAUSE_PIPELINE)
 
     # -- request side ------------------------------------------------------------------
     def _queue(self, ex: Exchange) -> None:
@@ -351,18 +418,15 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         self.active = ex
-        ex.wall = _wall()
         lb = self.lb
-        retry_after = lb.check_client(self.ip)
-        if retry_after is not None:
-            seconds = max(1, int(retry_after + 0.999))
-            self._respond_error(ex, 429, b"Retry-After: %d\r\n" % seconds)
-            return
-        request = {
-            "client_ip": self.ip,
-            "path": ex.url.decode("latin-1"),
-            "headers": RequestHeaders(ex.headers),
-        }
+        if lb.client_limiter is not None:
+            retry_after = lb.check_client(self.ip)
+            if retry_after is not None:
+                seconds = max(1, int(retry_after + 0.999))
+                self._respond_error(ex, 429, b"Retry-After: %d\r\n" % seconds)
+                return
+        ex.path = path = ex.url.decode("latin-1")
+        request = {"client_ip": self.ip, "path": path, "headers": RequestHeaders(ex.out, ex.dropped)}
         ex.request = request
         server = lb.route(request)
         if server is None:
@@ -373,64 +437,72 @@ class ClientConnection(asyncio.Protocol):
         self._dispatch(ex, server)
 
     def _build_head(self, ex: Exchange) -> bytes:
-        trust = self.settings.trust_forwarded
+        out = ex.out
         tokens = ex.conn_tokens
-        parts = [ex.method, b" ", ex.url, b" HTTP/1.1\r\n"]
-        append = parts.append
-        prior_xff: bytes | None = None
-        prior_fwd: bytes | None = None
-        has_proto = has_xhost = False
-        for name, value in ex.headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP or (tokens is not None and lower in tokens):
-                continue
-            if lower in FORWARDING:
-                if not trust:
-                    continue
-                if lower == b"x-forwarded-for":
-                    prior_xff = value if prior_xff is None else prior_xff + b", " + value
-                    continue
-                if lower == b"forwarded":
-                    prior_fwd = value if prior_fwd is None else prior_fwd + b", " + value
-                    continue
-                if lower == b"x-forwarded-proto":
-                    has_proto = True
-                else:
-                    has_xhost = True
-            append(name)
-            append(b": ")
-            append(value)
-            append(CRLF)
-        ip = self.ip_bytes
-        append(b"X-Forwarded-For: ")
-        append(ip if prior_xff is None else prior_xff + b", " + ip)
-        append(CRLF)
-        if not has_proto:
-            append(b"X-Forwarded-Proto: " + self.proto + CRLF)
+        if tokens is not None and not tokens <= PLAIN_TOKENS:
+            # "Connection: X-Foo" makes X-Foo hop-by-hop: leave it out (rare, so slow).
+            kept = out[:4]
+            for index in range(4, len(out), 4):
+                if out[index].lower() not in tokens:
+                    kept += out[index : index + 4]
+            kept.append(self._forwarding(ex))
+            return b"".join(kept)
         host = ex.host
-        if host is not None and not has_xhost:
-            append(b"X-Forwarded-Host: " + host + CRLF)
-        element = b"for=" + forwarded_for(self.ip).encode() + b";proto=" + self.proto
+        if (
+            host is not None
+            and host == self.fwd_host
+            and ex.prior_xff is None
+            and ex.prior_fwd is None
+            and not (ex.has_proto or ex.has_xhost or ex.chunked or ex.upgrade)
+        ):
+            out.append(self.fwd_block)  # the connection's usual block, built once
+        else:
+            out.append(self._forwarding(ex))
+        head = b"".join(out)
+        out.pop()  # ``out`` stays the headers' only copy (RequestHeaders reads it)
+        return head
+
+    def _forwarding(self, ex: Exchange) -> bytes:
+        """The fields the proxy adds, and the blank line ending the head."""
+        host = ex.host
+        simple = (
+            host is not None
+            and ex.prior_xff is None
+            and ex.prior_fwd is None
+            and not (ex.has_proto or ex.has_xhost or ex.chunked or ex.upgrade)
+        )
+        if simple and host == self.fwd_host:
+            return self.fwd_block
+        ip, proto = self.ip_bytes, self.proto
+        prior = ex.prior_xff
+        parts = [b"X-Forwarded-For: ", ip if prior is None else prior + b", " + ip, CRLF]
+        if not ex.has_proto:
+            parts.append(b"X-Forwarded-Proto: " + proto + CRLF)
+        if host is not None and not ex.has_xhost:
+            parts.append(b"X-Forwarded-Host: " + host + CRLF)
+        element = b"for=" + self.fwd_for + b";proto=" + proto
         if host is not None:
             element += b';host="' + host + b'"'
-        append(b"Forwarded: ")
-        append(element if prior_fwd is None else prior_fwd + b", " + element)
-        append(CRLF)
+        prior = ex.prior_fwd
+        parts += (b"Forwarded: ", element if prior is None else prior + b", " + element, CRLF)
         if ex.chunked:
-            append(b"Transfer-Encoding: chunked\r\n")
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         if ex.upgrade and ex.upgrade_value is not None:
-            append(b"Connection: Upgrade\r\nUpgrade: " + ex.upgrade_value + CRLF)
+            parts.append(b"Connection: Upgrade\r\nUpgrade: " + ex.upgrade_value + CRLF)
         if host is None:
-            append(b"Host: \x00\r\n")  # placeholder: filled with the chosen server's address
-        append(CRLF)
-        return b"".join(parts)
+            parts.append(b"Host: \x00\r\n")  # placeholder: filled with the chosen server's address
+        parts.append(CRLF)
+        block = b"".join(parts)
+        if simple:
+            self.fwd_host, self.fwd_block = host, block
+        return block
 
     def _dispatch(self, ex: Exchange, server: Server) -> None:
         ex.server = server
         ex.tried.append(server)
         self.lb.begin(server)
         ex.in_flight = True
-        ex.up_started = _monotonic()
+        ex.up_started = self.pool.now
         conn = self.pool.acquire(server)
         if conn is not None:
             self._attach(ex, conn)
@@ -457,6 +529,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ex.connect_task = None
         pool.opened += 1
+        pool.now = _monotonic()
         if self.active is not ex or ex.done or self.closed or ex.server is not server:
             pool.release(conn)
             return
@@ -471,6 +544,9 @@ class ClientConnection(asyncio.Protocol):
         if ex.host is None and ex.server is not None:
             head = head.replace(b"Host: \x00\r\n", b"Host: " + ex.server.address.encode() + CRLF)
         ex.sent = True
+        sent = len(head) + ex.pending_bytes
+        conn.server.stats.bytes_out += sent
+        self.lb.totals.bytes_out += sent
         if ex.pending_body:
             chunks = [head]
             if ex.chunked and not self.upgrading:
@@ -496,7 +572,8 @@ class ClientConnection(asyncio.Protocol):
         server = ex.server
         if ex.in_flight and server is not None:
             ex.in_flight = False
-            self.lb.finish(server, None, _monotonic() - ex.up_started, failed=True)
+            self.pool.now = now = _monotonic()
+            self.lb.finish(server, None, now - ex.up_started, failed=True)
         conn = ex.upstream
         ex.upstream = None
         if conn is not None:
@@ -519,69 +596,63 @@ class ClientConnection(asyncio.Protocol):
         self._respond_error(ex, 504 if timeout else 502)
 
     # -- response side (called by UpstreamConnection) ------------------------------------
-    def response_head(self, up: UpstreamConnection, status: int, reason: bytes, headers: list) -> None:
+    def response_head(self, up: UpstreamConnection, status: int, reason: bytes) -> None:
         ex = self.active
         if ex is None or ex.upstream is not up or self.transport is None:
             return
+        out = up.out  # end-to-end headers, hop-by-hop ones already left out
+        length_known = up.length_known
+        tokens = up.tokens
+        if tokens is not None and not tokens <= PLAIN_TOKENS:
+            # "Connection: X-Foo" makes X-Foo hop-by-hop: leave it out (rare, so slow).
+            kept: list[bytes] = []
+            length_known = False
+            for index in range(0, len(out), 4):
+                lower = out[index].lower()
+                if lower not in tokens:
+                    kept += out[index : index + 4]
+                    length_known = length_known or lower == b"content-length"
+            out = kept
+        status_line = _STATUS_200 if status == 200 and reason == b"OK" else b"HTTP/1.1 %d %s\r\n" % (status, reason)
         if status < 200 and status != 101:
             if ex.http_minor == 1:  # interim (100 Continue, 103 Early Hints): relay as is
-                parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-                for name, value in headers:
-                    if name.lower() not in HOP_BY_HOP:
-                        parts += (name, b": ", value, CRLF)
-                parts.append(CRLF)
-                self._send(b"".join(parts))
+                self._send(b"".join([status_line, *out, CRLF]))
             return
         ex.status = status
         ex.resp_started = True
-        ex.upstream_ms = (_monotonic() - ex.up_started) * 1000.0
-        tokens: set[bytes] | None = None
-        for name, value in headers:
-            if len(name) == 10 and name.lower() == b"connection":
-                tokens = connection_tokens(value) if tokens is None else tokens | connection_tokens(value)
+        ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
         has_body = not (up.head_only or status in (204, 304) or status == 101)
-        length_known = chunked_up = False
-        upgrade_value = None
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        append = parts.append
-        for name, value in headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP or (tokens is not None and lower in tokens):
-                if lower == b"transfer-encoding":
-                    chunked_up = True
-                elif lower == b"upgrade":
-                    upgrade_value = value
-                continue
-            if lower == b"content-length":
-                length_known = True
-            append(name)
-            append(b": ")
-            append(value)
-            append(CRLF)
+        tail: list[bytes] = []
         keep = ex.keep_alive and not self.closing
         if status == 101:
-            append(b"Connection: Upgrade\r\n")
-            if upgrade_value is not None:
-                append(b"Upgrade: " + upgrade_value + CRLF)
-        elif has_body and (chunked_up or not length_known):
-            ex.resp_eof = not chunked_up
+            tail.append(b"Connection: Upgrade\r\n")
+            if up.upgrade_value is not None:
+                tail.append(b"Upgrade: " + up.upgrade_value + CRLF)
+        elif has_body and (up.chunked or not length_known):
+            ex.resp_eof = not up.chunked
             if ex.http_minor == 1:
                 ex.resp_chunked = True
-                append(b"Transfer-Encoding: chunked\r\n")
+                tail.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 keep = False  # HTTP/1.0 client: the body ends when we close
         if status != 101:
             if not keep:
                 ex.must_close = True
-                append(b"Connection: close\r\n")
+                tail.append(b"Connection: close\r\n")
             elif ex.http_minor == 0:
-                append(b"Connection: keep-alive\r\n")
+                tail.append(b"Connection: keep-alive\r\n")
         if ex.set_cookie:
-            append(b"Set-Cookie: " + ex.set_cookie.encode("latin-1") + CRLF)
+            tail.append(b"Set-Cookie: " + ex.set_cookie.encode("latin-1") + CRLF)
         if self.settings.server_header:
-            append(b"Via: 1.1 lbtui\r\n")
-        append(CRLF)
-        self._send(b"".join(parts))
+            tail.append(b"Via: 1.1 lbtui\r\n")
+        tail.append(CRLF)
+        if self.batching:  # the usual case: the whole response leaves in one writev
+            outq = self.outq
+            outq.append(status_line)
+            outq += out
+            outq += tail
+        else:
+            self._send(b"".join([status_line, *out, *tail]))
 
     def response_body(self, up: UpstreamConnection, body: bytes) -> None:
         ex = self.active
@@ -607,7 +678,7 @@ class ClientConnection(asyncio.Protocol):
         ex.upstream = None
         if ex.in_flight and ex.server is not None:
             ex.in_flight = False
-            self.lb.finish(ex.server, ex.status, _monotonic() - ex.up_started)
+            self.lb.finish(ex.server, ex.status, up.stamp - ex.up_started)
         if upstream_keep_alive and ex.body_done and not self.upgrading:
             self.pool.release(up)
         else:
@@ -700,7 +771,7 @@ class ClientConnection(asyncio.Protocol):
                 self._send(error_response(self.deferred_error, close=True)[0])
             self._close()
             return
-        self.idle_since = _monotonic()
+        self.idle_since = self.pool.now
         if self.paused & PAUSE_UPSTREAM:
             self.resume_reading(PAUSE_UPSTREAM)
         if self.pending:
@@ -709,13 +780,15 @@ class ClientConnection(asyncio.Protocol):
             self._start(nxt)
 
     def _record(self, ex: Exchange) -> None:
-        now = _monotonic()
+        now = self.pool.now
         server = ex.server
+        method = ex.method
+        proxy = self.proxy
         record = AccessRecord(
-            ex.wall or _wall(),
+            ex.started + proxy.wall_offset,
             self.ip,
-            ex.method.decode("latin-1"),
-            ex.url.decode("latin-1"),
+            _METHODS.get(method) or method.decode("latin-1"),
+            ex.path or ex.url.decode("latin-1"),
             ex.status,
             server.name if server is not None else None,
             ex.bytes_in,
@@ -723,7 +796,10 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream_ms,
             (now - ex.started) * 1000.0,
         )
-        self.proxy.publish(record)
+        if proxy.observers:
+            proxy.publish(record)
+        else:
+            proxy.access_log.write(record)  # type: ignore[union-attr]  # _finish checked
 
     def _reject(self, status: int) -> None:
         """A malformed or oversized request: an error answer and a closed connection."""

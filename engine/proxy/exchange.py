@@ -12,21 +12,30 @@ if TYPE_CHECKING:
 
 
 class RequestHeaders(Mapping[str, str]):
-    """Lower-cased, decoded view of the raw header list, built only if a policy reads it.
+    """Lower-cased, decoded view of the request's headers, built only if a policy reads it.
 
     Round robin never looks at headers, so decoding them for every request would be
     wasted work on the hot path; hashing on a header or a sticky cookie pays for it.
+    The headers live in the exchange's outgoing head (``out``: method, " ", url,
+    version, then name, ": ", value, CRLF per header) plus the ones not forwarded as
+    received (``dropped``: hop-by-hop and forwarding fields), so parsing stores each
+    header once.
     """
 
-    __slots__ = ("_map", "_raw")
+    __slots__ = ("_dropped", "_map", "_out")
 
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
+    def __init__(self, out: list[bytes], dropped: list[tuple[bytes, bytes]] | None) -> None:
+        self._out = out
+        self._dropped = dropped
         self._map: dict[str, str] | None = None
 
     def _build(self) -> dict[str, str]:
         built: dict[str, str] = {}
-        for name, value in self._raw:
+        out = self._out
+        pairs = list(zip(out[4::4], out[6::4], strict=False))
+        if self._dropped:
+            pairs += self._dropped
+        for name, value in pairs:
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             if key in built:
@@ -62,7 +71,14 @@ class Exchange:
         "done",
         "head",
         "header_bytes",
-        "headers",
+        "dropped",
+        "has_proto",
+        "has_xhost",
+        "nheaders",
+        "out",
+        "path",
+        "prior_fwd",
+        "prior_xff",
         "host",
         "host_count",
         "http_minor",
@@ -92,15 +108,22 @@ class Exchange:
         "upstream",
         "upstream_ms",
         "url",
-        "wall",
     )
 
     def __init__(self, started: float) -> None:
         self.method = b""
         self.url = b""
         self.http_minor = 1
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The head as it will be forwarded: method, url and the end-to-end headers in the
+        # client's order and case; the proxy's own fields are appended when it is sent.
+        self.out: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\n"]
+        self.dropped: list[tuple[bytes, bytes]] | None = None  # received, not forwarded as is
+        self.nheaders = 0
         self.header_bytes = 0
+        self.prior_xff: bytes | None = None  # trusted X-Forwarded-For / Forwarded values
+        self.prior_fwd: bytes | None = None
+        self.has_proto = False  # a trusted X-Forwarded-Proto / -Host was forwarded
+        self.has_xhost = False
         self.host: bytes | None = None
         self.host_count = 0
         self.content_length: int | None = None
@@ -125,7 +148,7 @@ class Exchange:
         self.connect_task: asyncio.Task[None] | None = None
         self.request: dict[str, Any] | None = None
         self.started = started
-        self.wall = 0.0
+        self.path = ""  # the url decoded, once routed
         self.up_started = 0.0
         self.upstream_ms = 0.0
         self.status = 0

@@ -62,3 +62,31 @@ def forwarded_for(ip: str) -> str:
 
 def chunk_header(size: int) -> bytes:
     return b"%x\r\n" % size
+
+
+# Request header kinds the parser acts on; every other header is forwarded untouched
+# without even being lower-cased (names are filtered by length first, a set lookup).
+H_HOST, H_LENGTH, H_TE, H_CONNECTION, H_UPGRADE, H_HOP, H_XFF, H_FORWARDED, H_XPROTO, H_XHOST = range(10)
+REQUEST_KINDS: dict[bytes, int] = {
+    b"host": H_HOST,
+    b"content-length": H_LENGTH,
+    b"transfer-encoding": H_TE,
+    b"connection": H_CONNECTION,
+    b"upgrade": H_UPGRADE,
+    b"x-forwarded-for": H_XFF,
+    b"forwarded": H_FORWARDED,
+    b"x-forwarded-proto": H_XPROTO,
+    b"x-forwarded-host": H_XHOST,
+}
+for _name in HOP_BY_HOP:
+    REQUEST_KINDS.setdefault(_name, H_HOP)
+REQUEST_LENGTHS = frozenset(len(name) for name in REQUEST_KINDS)
+# Response headers: Content-Length is kept (and noted), hop-by-hop ones are dropped.
+RESPONSE_KINDS: dict[bytes, int] = {b"content-length": H_LENGTH, b"transfer-encoding": H_TE}
+RESPONSE_KINDS[b"connection"] = H_CONNECTION
+RESPONSE_KINDS[b"upgrade"] = H_UPGRADE
+for _name in HOP_BY_HOP:
+    RESPONSE_KINDS.setdefault(_name, H_HOP)
+RESPONSE_LENGTHS = frozenset(len(name) for name in RESPONSE_KINDS)
+# Connection options that name no other header: the common case needs no filtering.
+PLAIN_TOKENS = frozenset({b"close", b"keep-alive"})

@@ -34,11 +34,14 @@ class HttpProxy:
         self.settings = settings or ProxySettings()
         self.access_log = access_log
         self.observers: list[Callable[[AccessRecord], None]] = []
-        self.pool = UpstreamPool(self.settings.pool_size, self.settings.idle_timeout)
+        self.pool = UpstreamPool(self.settings.pool_size, self.settings.idle_timeout, lb.totals)
         self.tls = False
         self.port = 0
         self.host = ""
         self.active_requests = 0
+        # Wall clock = monotonic + offset: access records get their time without a
+        # time.time() call per request (the sweeper refreshes it against clock steps).
+        self.wall_offset = time.time() - time.monotonic()
         self.connections = 0
         self.accepted = 0
         self._conns: set[ClientConnection] = set()
@@ -126,6 +129,8 @@ class HttpProxy:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            self.pool.now = now
+            self.wall_offset = time.time() - now
             for conn in list(self._conns):
                 try:
                     conn.check_timeouts(now)

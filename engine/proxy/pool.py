@@ -14,11 +14,23 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from engine.proxy.headers import (
+    H_CONNECTION,
+    H_LENGTH,
+    H_TE,
+    H_UPGRADE,
+    RESPONSE_KINDS,
+    RESPONSE_LENGTHS,
+    connection_tokens,
+)
+from engine.stats import TrafficStats
+
 if TYPE_CHECKING:
     from engine.proxy.client import ClientConnection
     from engine.server import Server
 
 _monotonic = time.monotonic
+CRLF = b"\r\n"
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -27,10 +39,17 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, server: Server) -> None:
         self.pool = pool
         self.server = server
+        self.key = id(server)
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.parser: HttpResponseParser | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The response head as it will be relayed: name, ": ", value, CRLF per end-to-end
+        # header; what the proxy must know about framing is noted while parsing.
+        self.out: list[bytes] = []
+        self.length_known = False  # a Content-Length was relayed
+        self.chunked = False  # the upstream sent Transfer-Encoding
+        self.tokens: set[bytes] | None = None  # Connection options
+        self.upgrade_value: bytes | None = None
         self.reason = b""
         self.status = 0
         self.head_only = False
@@ -43,18 +62,24 @@ class UpstreamConnection(asyncio.Protocol):
     # -- binding ------------------------------------------------------------------------
     def bind(self, client: ClientConnection, head_only: bool) -> None:
         self.client = client
-        # A fresh parser per response: llhttp cannot be told a response answers HEAD, so
-        # a HEAD response is completed at its head and its parser thrown away.
-        self.parser = HttpResponseParser(self)
-        self.headers = []
+        # llhttp cannot be told a response answers HEAD, so a HEAD response is completed
+        # at its head and its parser thrown away; otherwise the parser is reused.
+        if self.parser is None or head_only or self.head_only:
+            self.parser = HttpResponseParser(self)
+        if self.out:
+            self._reset_head()
         self.head_only = head_only
         self.status = 0
-        self.stamp = _monotonic()
+        self.stamp = self.pool.now
         self.uses += 1
 
     def unbind(self) -> None:
         self.client = None
-        self.parser = None
+
+    def _reset_head(self) -> None:
+        self.out = []
+        self.length_known = self.chunked = False
+        self.tokens = self.upgrade_value = None
 
     def close(self) -> None:
         self.client = None
@@ -77,7 +102,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.stamp = _monotonic()
+        self.stamp = now = _monotonic()
+        self.pool.now = now
+        size = len(data)
+        self.server.stats.bytes_in += size
+        self.pool.totals.bytes_in += size
         client = self.client
         if client is None:
             # Bytes on an idle connection: the backend is out of step; never reuse it.
@@ -132,7 +161,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if len(name) in RESPONSE_LENGTHS:
+            kind = RESPONSE_KINDS.get(name.lower())
+            if kind is not None:
+                if kind == H_LENGTH:
+                    self.length_known = True
+                else:
+                    if kind == H_TE:
+                        self.chunked = True
+                    elif kind == H_CONNECTION:
+                        tokens = connection_tokens(value)
+                        self.tokens = tokens if self.tokens is None else self.tokens | tokens
+                    elif kind == H_UPGRADE:
+                        self.upgrade_value = value
+                    return  # hop-by-hop: not relayed
+        self.out += (name, b": ", value, CRLF)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -140,8 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
         if parser is None or client is None:
             return
         self.status = status = parser.get_status_code()
-        headers, self.headers = self.headers, []
-        client.response_head(self, status, self.reason, headers)
+        client.response_head(self, status, self.reason)
+        self._reset_head()
         if self.head_only and status >= 200 and status != 101 and self.client is client:
             client.response_done(self, parser.should_keep_alive())
 
@@ -164,14 +207,20 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections per server, at most ``size`` each."""
 
-    def __init__(self, size: int = 64, idle_timeout: float = 60.0) -> None:
+    def __init__(self, size: int = 64, idle_timeout: float = 60.0, totals: TrafficStats | None = None) -> None:
         self.size = size
         self.idle_timeout = idle_timeout
-        self._idle: dict[Server, list[UpstreamConnection]] = {}
+        # Keyed by id(server), which is Server's own hash, without a Python-level __hash__
+        # call; an entry's connections keep their server alive, so the id is not reused.
+        self._idle: dict[int, list[UpstreamConnection]] = {}
         self.opened = 0  # connections ever opened (keep-alive reuse shows as few)
+        # The proxy's clock: monotonic time of the latest socket read or sweep, so one
+        # request reads the clock once per read instead of in every callback.
+        self.now = _monotonic()
+        self.totals = totals if totals is not None else TrafficStats()  # the balancer's, for byte counts
 
     def acquire(self, server: Server) -> UpstreamConnection | None:
-        idle = self._idle.get(server)
+        idle = self._idle.get(id(server))
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
@@ -179,19 +228,21 @@ class UpstreamPool:
         return None
 
     def release(self, conn: UpstreamConnection) -> None:
-        conn.unbind()
+        conn.client = None
         if conn.closed or self.size <= 0:
             conn.close()
             return
-        idle = self._idle.setdefault(conn.server, [])
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
         if len(idle) >= self.size:
             conn.close()
             return
-        conn.idle_since = _monotonic()
+        conn.idle_since = self.now
         idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(conn.server)
+        idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
 
@@ -207,7 +258,7 @@ class UpstreamPool:
 
     def idle_count(self, server: Server | None = None) -> int:
         if server is not None:
-            return len(self._idle.get(server, ()))
+            return len(self._idle.get(id(server), ()))
         return sum(len(v) for v in self._idle.values())
 
     def close_all(self) -> None:

@@ -27,6 +27,7 @@ Setup = Callable[[Gateway], Awaitable[None] | None]
 
 #: Module and function the dashboard provides: ``async def run_embedded(gateway) -> None``.
 UI_ENTRY = ("lbtui.app", "run_embedded")
+UI_CLOSE_GRACE = 5.0  # seconds the dashboard gets to close itself when a stop is requested
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -142,6 +143,8 @@ async def serve(
             stop_task = asyncio.ensure_future(gateway.wait_stop_requested())
             try:
                 await asyncio.wait({ui_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                if not ui_task.done():  # a signal: let the dashboard close itself and restore the terminal
+                    await asyncio.wait({ui_task}, timeout=UI_CLOSE_GRACE)
             finally:
                 for task in (ui_task, stop_task):
                     task.cancel()

@@ -197,6 +197,25 @@ class EventView:
         return self.kind in RING_EVENTS
 
 
+@dataclass(slots=True)
+class RequestView:
+    """One sampled request for the log pane; ``among`` is how many it stands for."""
+
+    at: float
+    client: str
+    method: str
+    path: str
+    status: int
+    server: str | None
+    total_ms: float
+    among: int = 1
+
+    def describe(self, max_path: int = 48) -> str:
+        path = self.path if len(self.path) <= max_path else self.path[: max_path - 1] + "…"
+        text = f"{self.method} {path} → {self.server or '-'} {self.status} {self.total_ms:.1f}ms from {self.client}"
+        return text + (f" (1 of {self.among})" if self.among > 1 else "")
+
+
 RING_EVENTS = frozenset(
     {
         "server_added",
@@ -280,6 +299,13 @@ class Control(ABC):
     @abstractmethod
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback`` with each event; returns the function that stops it."""
+
+    def sampled_request(self) -> RequestView | None:
+        """A sample of the request log when one is due (about two a second), else None.
+
+        Only the embedded balancer has one: the admin API does not stream requests.
+        """
+        return None
 
     async def shutdown(self) -> None:
         """Embedded: stop the balancer gracefully. Remote: nothing (it keeps running)."""

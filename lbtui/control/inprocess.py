@@ -9,9 +9,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
+from engine.accesslog import AccessRecord
 from engine.balancer import ALGORITHMS, LoadBalancer
+from engine.gateway import Gateway
+from engine.proxy.http import HttpProxy
 from engine.maglev import Maglev
 from engine.server import Server
 from lbtui.control.base import (
@@ -20,17 +24,33 @@ from lbtui.control.base import (
     EventCallback,
     EventView,
     LocationView,
+    RequestView,
     RingView,
     ServerView,
     TotalsView,
     normalize_points,
     parse_status,
 )
+from lbtui.control.sampler import RequestSampler, RequestSource
 
 HISTORY = 12  # sparkline samples kept per server, one per second
 
 # A gateway status dict (what GET /api/status answers): its listeners and components.
 StatusProvider = Callable[[], Mapping[str, Any]]
+
+
+def observe_requests(gateway: Gateway, observer: Callable[[AccessRecord], None]) -> Callable[[], None]:
+    """Hook ``observer`` on every HTTP proxy of ``gateway``; returns the undo."""
+    proxies = [x.proxy for x in gateway.listeners if isinstance(x.proxy, HttpProxy)]
+    for proxy in proxies:
+        proxy.observers.append(observer)
+
+    def remove() -> None:
+        for proxy in proxies:
+            if observer in proxy.observers:
+                proxy.observers.remove(observer)
+
+    return remove
 
 
 class InProcessControl(Control):
@@ -46,8 +66,12 @@ class InProcessControl(Control):
         status: StatusProvider | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        request_source: RequestSource | None = None,
     ) -> None:
         self.lb = lb
+        self._request_source = request_source
+        self.sampler = RequestSampler(clock=clock)
+        self._stop_sampling: Callable[[], None] | None = None
         self.listeners = tuple(listeners)
         self._status = status
         self._on_shutdown = on_shutdown
@@ -55,7 +79,24 @@ class InProcessControl(Control):
         self._history: dict[str, deque[float]] = {}
         self._sampled_at = -1.0
 
+    async def start(self) -> None:
+        if self._request_source is not None and self._stop_sampling is None:
+            self._stop_sampling = self._request_source(self.sampler)
+
+    async def close(self) -> None:
+        if self._stop_sampling is not None:
+            self._stop_sampling()
+            self._stop_sampling = None
+
+    @classmethod
+    def for_gateway(cls, gateway: Gateway, **options: Any) -> InProcessControl:
+        """The control of a running Gateway, sampling the requests of its HTTP listeners."""
+        return cls(gateway.lb, status=gateway.status, request_source=partial(observe_requests, gateway), **options)
+
     # -- reads --------------------------------------------------------------------------
+    def sampled_request(self) -> RequestView | None:
+        return self.sampler.take()
+
     async def servers(self) -> list[ServerView]:
         rows = [s.to_dict() for s in self.lb.servers]
         now = self._clock()

@@ -8,9 +8,9 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Input, Label, Static
 
 from lbtui.control.base import ControlError, LocationView
 from lbtui.widgets.palette import ColourBook
@@ -28,14 +28,14 @@ def describe(location: LocationView, colours: ColourBook) -> Text:
     hash_text = f"{location.hash:#018x}" if isinstance(location.hash, int) else str(location.hash)
     rows: list[tuple[str, Text]] = [
         ("hash", Text(hash_text)),
-        ("position", Text(f"{location.position:.6f} of the ring ({location.position * 360:.1f}°)")),
+        ("position", Text(f"{location.position:.6f} ({location.position * 360:.1f}° clockwise)")),
         ("owner", server(location.owner)),
         ("serving", server(location.serving) if location.serving or location.owner else server(None)),
         ("fallbacks", Text(" → ").join([server(n) for n in location.fallbacks]) or Text("none")),
         ("if owner fails", server(location.if_owner_fails)),
     ]
     for label, value in rows:
-        text.append(f"{label:>15}  ", style="dim")
+        text.append(f"{label:>14}  ", style="dim")
         text.append_text(value)
         text.append("\n")
     policy = location.algorithm
@@ -43,6 +43,7 @@ def describe(location: LocationView, colours: ColourBook) -> Text:
         text.append(f"\n{policy} does not route by key: the ring owner is shown for reference.", style="italic")
     elif location.serving and location.owner and location.serving != location.owner:
         text.append("\nThe owner cannot take it now; the next server on the ring serves it.", style="italic")
+    text.rstrip()
     return text
 
 
@@ -55,19 +56,28 @@ class KeyFinder(ModalScreen[None]):
         background: $background 40%;
     }
     KeyFinder > Vertical {
-        width: 64;
+        width: 56;
         max-width: 100%;
         height: auto;
         border: round $accent;
         background: $surface;
         padding: 0 1;
     }
-    KeyFinder Input {
-        width: 100%;
+    KeyFinder #key-row {
+        height: 1;
+        margin-bottom: 1;
+    }
+    KeyFinder #key-label {
+        width: auto;
+        color: $text-muted;
+    }
+    KeyFinder #key {
+        width: 1fr;
+        background: $boost;
     }
     KeyFinder #answer {
         height: auto;
-        min-height: 7;
+        min-height: 6;
     }
     """
 
@@ -91,7 +101,10 @@ class KeyFinder(ModalScreen[None]):
         with Vertical() as box:
             box.border_title = "Key finder"
             box.border_subtitle = "esc closes"
-            yield Input(self.initial_key, placeholder="type a key: a path, client IP, user id...", id="key")
+            with Horizontal(id="key-row"):
+                yield Label("key ", id="key-label")
+                # compact: one line, no border, so the field always sits inside the frame
+                yield Input(self.initial_key, placeholder="a path, client IP, user id...", id="key", compact=True)
             yield Static("", id="answer")
 
     def on_mount(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widgets import RichLog
 
-from lbtui.control.base import EventView
+from lbtui.control.base import EventView, RequestView
 
 MAX_LINES = 1000
 
@@ -33,11 +33,14 @@ class LogPane(RichLog):
         height: 7;
         border-top: solid $primary 50%;
         padding: 0 1;
+        scrollbar-size-vertical: 1;
+        overflow-x: hidden;
+        overflow-y: auto;
     }
     """
 
     def __init__(self, *, clock: Callable[[float], str] = clock_time, id: str | None = None) -> None:
-        super().__init__(max_lines=MAX_LINES, wrap=False, markup=False, highlight=False, id=id)
+        super().__init__(max_lines=MAX_LINES, wrap=True, markup=False, highlight=False, id=id)
         self.clock = clock
         self.border_title = "log"
 
@@ -49,12 +52,17 @@ class LogPane(RichLog):
         """An operator's key press, logged as hatop does."""
         self._line(time.time() if at is None else at, "you", text, "bold")
 
+    def request(self, view: RequestView) -> None:
+        """A sampled request (about two a second), dim so events stand out."""
+        style = "bold" if view.status >= 500 else "dim"
+        self._line(view.at, "request", view.describe(), style)
+
     def error(self, text: str, at: float | None = None) -> None:
         self._line(time.time() if at is None else at, "error", text, "bold reverse")
 
     def _line(self, at: float, source: str, text: str, style: str) -> None:
         line = Text()
         line.append(self.clock(at), style="dim")
-        line.append(f" {source:<8} ", style="dim")
+        line.append(f" {source:<10} ", style="dim")
         line.append(text, style=style)
         self.write(line)

@@ -164,5 +164,5 @@ class HashRing(Widget):
         if len(shown) < len(shares):
             lines.append([Segment(f"… {len(shares) - len(shown)} more", base + Style(dim=True))])
         if row < len(lines):
-            return Strip(lines[row], width).adjust_cell_length(width, base)
+            return Strip(lines[row]).adjust_cell_length(width, base)  # pad: no gaps in the background
         return Strip.blank(width, base)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -25,21 +26,64 @@ def natural(text: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-# (column key, label, width, sort key)
-COLUMNS: tuple[tuple[str, str, int, Callable[[ServerView], Any]], ...] = (
-    ("name", "server", 12, lambda s: natural(s.name)),
-    ("address", "address", 15, lambda s: (s.host, s.port)),
-    ("weight", "weight", 7, lambda s: s.weight),
-    ("admin", "admin", 5, lambda s: s.admin_state),
-    ("health", "health", 13, lambda s: (s.available, s.status)),
-    ("conns", "conns", 5, lambda s: s.active_connections),
-    ("rps", "req/s", 7, lambda s: s.rps),
-    ("errors", "errors", 6, lambda s: s.errors),
-    ("p50", "p50 ms", 7, lambda s: s.p50_ms),
-    ("p99", "p99 ms", 7, lambda s: s.p99_ms),
-    ("trend", "req/s trend", 12, lambda s: sum(s.rps_history)),
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column: shown only when the table is wide enough for its priority."""
+
+    key: str
+    label: str
+    width: int  # the narrowest it may be
+    priority: int  # 0 always shown; higher ones are dropped first when space runs out
+    sort_key: Callable[[ServerView], Any]
+    grow: int = 0  # extra cells it may take when the terminal is wide
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "server", 6, 0, lambda s: natural(s.name), grow=10),
+    Column("address", "address", 10, 4, lambda s: (s.host, s.port), grow=11),
+    Column("weight", "weight", 6, 1, lambda s: s.weight),
+    Column("admin", "admin", 5, 1, lambda s: s.admin_state),
+    Column("health", "health", 9, 0, lambda s: (s.available, s.status)),
+    Column("conns", "conn", 4, 2, lambda s: s.active_connections, grow=1),
+    Column("rps", "req/s", 6, 0, lambda s: s.rps, grow=1),
+    Column("errors", "errs", 5, 2, lambda s: s.errors, grow=1),
+    Column("p50", "p50ms", 5, 2, lambda s: s.p50_ms, grow=1),
+    Column("p99", "p99ms", 5, 1, lambda s: s.p99_ms, grow=1),
+    Column("trend", "trend", 6, 3, lambda s: sum(s.rps_history), grow=6),
 )
-SORTABLE = tuple(key for key, *_ in COLUMNS)
+BY_KEY = {column.key: column for column in COLUMNS}
+CELL_PADDING = 1  # blank cells each side of a column
+
+
+def fit_columns(width: int, name_width: int = 6) -> list[tuple[Column, int]]:
+    """The columns that fit ``width`` cells, most important first to stay, with widths.
+
+    Less important columns (address, trend, then counters) drop out of narrow
+    terminals; the name column is as wide as the longest name (within limits), and
+    spare room goes to the columns that can use it.
+    """
+    base = {c.key: (max(c.width, min(name_width, c.width + c.grow)) if c.key == "name" else c.width)
+            for c in COLUMNS}
+    shown = list(COLUMNS)
+    def used(cols: list[Column]) -> int:
+        return sum(base[c.key] + 2 * CELL_PADDING for c in cols)
+    for priority in sorted({c.priority for c in COLUMNS}, reverse=True):
+        if used(shown) <= width or priority == 0:
+            break
+        shown = [c for c in shown if c.priority != priority]
+    widths = {c.key: base[c.key] for c in shown}
+    spare = width - used(shown)
+    for key in ("address", "trend", "rps", "p50", "p99", "errors", "conns"):
+        column = BY_KEY[key]
+        if key in widths and spare > 0:
+            limit = column.width + column.grow - widths[key]
+            extra = min(spare, max(0, limit))
+            widths[key] += extra
+            spare -= extra
+    return [(c, widths[c.key]) for c in shown]
+
+
+SORTABLE = tuple(column.key for column in COLUMNS)
 
 
 def sparkline(values: Sequence[float], width: int = 12) -> str:
@@ -64,12 +108,51 @@ def _ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _count(value: int) -> str:
+    """Counters in at most five cells: 98765, 123k, 4.5M."""
+    if value < 100_000:
+        return str(value)
+    if value < 10_000_000:
+        return f"{value / 1000:.0f}k"
+    return f"{value / 1_000_000:.1f}M"
+
+
+def short_health(status: str) -> str:
+    """The health machine in nine cells: "up 2/3 fails" -> "up 2/3", "ejected 30s" -> "eject 30s"."""
+    words = status.split()
+    if not words:
+        return status
+    if words[0] == "ejected" and len(words) > 1:
+        seconds = int(words[1].rstrip("s") or 0) if words[1].rstrip("s").isdigit() else 0
+        return f"eject {seconds}s" if seconds < 100 else f"eject {seconds // 60}m"
+    return " ".join(words[:2])
+
+
+def short_address(host: str, port: int, width: int) -> str:
+    """host:port in ``width`` cells; the port always shows.
+
+    An IP keeps its last octets ("…0.0.1:8001": they tell hosts of a subnet apart), a
+    hostname its first characters ("backend-7.…:80").
+    """
+    full = f"{host}:{port}"
+    if len(full) <= width:
+        return full
+    room = width - len(str(port)) - 2  # ":" and "…"
+    if room < 1:
+        return f":{port}"[-width:]
+    if host.replace(".", "").isdigit() or ":" in host:
+        return f"…{host[len(host) - room:]}:{port}"
+    return f"{host[:room]}…:{port}"
+
+
 class ServersTable(DataTable[Any]):
     """One row per server; ``show`` applies a refresh as a diff."""
 
     DEFAULT_CSS = """
     ServersTable {
         height: 1fr;
+        scrollbar-size-vertical: 1;
+        overflow-x: hidden;
     }
     """
 
@@ -79,20 +162,28 @@ class ServersTable(DataTable[Any]):
     ]
 
     def __init__(self, colours: ColourBook, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=CELL_PADDING)
         self.colours = colours
         self.sort_column = "name"
         self.sort_reverse = False
         self.filter_text = ""
+        self.layout_columns: list[tuple[Column, int]] = []
         self._cells: dict[str, dict[str, Any]] = {}  # what each visible row shows now
         self._views: dict[str, ServerView] = {}
         self._order: list[str] = []
+        self._fitted: tuple[int, int] = (0, 0)  # (width, name width) of the current layout
 
     def on_mount(self) -> None:
-        for key, label, width, _ in COLUMNS:
-            self.add_column(label, width=width, key=key)
+        self._fit(80)
+
+    def on_resize(self) -> None:
+        self._fit(self.size.width - 1)  # one cell for the vertical scrollbar
 
     # -- public API ---------------------------------------------------------------------
+    @property
+    def columns_shown(self) -> list[str]:
+        return [column.key for column, _ in self.layout_columns]
+
     @property
     def selected(self) -> str | None:
         """Name of the server under the cursor."""
@@ -121,6 +212,8 @@ class ServersTable(DataTable[Any]):
         """Apply a refresh: remove, add, update cells, re-sort; keep the cursor's server."""
         keep = self.selected
         self._views = {s.name: s for s in servers}
+        if self._name_width() != self._fitted[1] and self._fitted[0] and self._fit(self._fitted[0], keep):
+            return  # a name of another length arrived: the columns were laid out again
         visible = [s for s in servers if self._matches(s)]
         wanted = {s.name for s in visible}
         for name in [n for n in self._cells if n not in wanted]:
@@ -145,6 +238,30 @@ class ServersTable(DataTable[Any]):
                 self.move_cursor(row=index, animate=False)
 
     # -- helpers --------------------------------------------------------------------------
+    def _name_width(self) -> int:
+        return max((len(name) for name in self._views), default=6)
+
+    def _fit(self, width: int, keep: str | None = None) -> bool:
+        """Choose columns for ``width`` cells; rebuild the table (True) only when that changes."""
+        if width <= 0:
+            return False
+        name_width = self._name_width()
+        layout = fit_columns(width, name_width)
+        self._fitted = (width, name_width)
+        if [(c.key, w) for c, w in layout] == [(c.key, w) for c, w in self.layout_columns]:
+            return False
+        keep = keep or self.selected
+        self.layout_columns = layout
+        self.clear(columns=True)
+        self._cells, self._order = {}, []
+        for column, column_width in layout:
+            self.add_column(column.label, width=column_width, key=column.key)
+        if self._views:
+            self.show(list(self._views.values()))
+        if keep is not None and keep in self._cells:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+        return True
+
     def _matches(self, server: ServerView) -> bool:
         text = self.filter_text
         if not text:
@@ -152,7 +269,7 @@ class ServersTable(DataTable[Any]):
         return any(text in field for field in (server.name.lower(), server.address, server.admin_state, server.status))
 
     def _apply_order(self, force: bool) -> None:
-        sort_key = next(fn for key, _, _, fn in COLUMNS if key == self.sort_column)
+        sort_key = BY_KEY[self.sort_column].sort_key
         views = self._views
         order = sorted(self._cells, key=lambda n: (sort_key(views[n]), natural(n)), reverse=self.sort_reverse)
         if not force and order == self._order:
@@ -165,24 +282,41 @@ class ServersTable(DataTable[Any]):
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 
     def _render(self, s: ServerView) -> dict[str, Any]:
+        """The cells of the shown columns, in column order."""
         colour = self.colours.colour(s.name)
-        weight = str(s.weight)
-        if abs(s.effective_weight - s.weight) > 0.005:
-            weight = f"{s.weight}→{s.effective_weight:.1f}"
-        health_style = "bold" if s.available else ("italic" if s.admin_state != "ready" else "bold reverse")
-        if s.state != "up" or s.ejected:
-            health_style = "bold reverse"
-        admin_style = "" if s.admin_state == "ready" else "bold"
-        return {
-            "name": Text(s.name, style=f"bold {colour}"),
-            "address": s.address,
-            "weight": Text(weight, justify="right"),
-            "admin": Text(s.admin_state, style=admin_style),
-            "health": Text(s.status, style=health_style if s.status != "up" else ""),
-            "conns": Text(str(s.active_connections), justify="right"),
-            "rps": Text(f"{s.rps:.1f}", justify="right"),
-            "errors": Text(str(s.errors), justify="right"),
-            "p50": Text(_ms(s.p50_ms), justify="right"),
-            "p99": Text(_ms(s.p99_ms), justify="right"),
-            "trend": Text(sparkline(s.rps_history), style=colour),
-        }
+        cells: dict[str, Any] = {}
+        for column, width in self.layout_columns:
+            cells[column.key] = self._cell(column.key, width, s, colour)
+        return cells
+
+    @staticmethod
+    def _cell(key: str, width: int, s: ServerView, colour: str) -> Any:
+        if key == "name":
+            return Text(s.name, style=f"bold {colour}")
+        if key == "address":
+            return short_address(s.host, s.port, width)
+        if key == "weight":
+            weight = str(s.weight)
+            if abs(s.effective_weight - s.weight) > 0.005:
+                weight = f"{s.weight}→{s.effective_weight:.0f}" if s.weight >= 10 else f"{s.weight}→{s.effective_weight:.1f}"
+            return Text(weight, justify="right")
+        if key == "admin":
+            return Text(s.admin_state, style="" if s.admin_state == "ready" else "bold")
+        if key == "health":
+            style = "" if s.status == "up" else "bold"
+            if s.state != "up" or s.ejected:
+                style = "bold reverse"
+            return Text(short_health(s.status), style=style)
+        if key == "conns":
+            return Text(_count(s.active_connections), justify="right")
+        if key == "rps":
+            return Text(f"{s.rps:.1f}" if s.rps < 1000 else f"{s.rps:.0f}", justify="right")
+        if key == "errors":
+            return Text(_count(s.errors), justify="right", style="bold" if s.errors else "")
+        if key == "p50":
+            return Text(_ms(s.p50_ms), justify="right")
+        if key == "p99":
+            return Text(_ms(s.p99_ms), justify="right")
+        if key == "trend":
+            return Text(sparkline(s.rps_history, width), style=colour)
+        raise KeyError(key)

@@ -9,11 +9,16 @@ from lbtui.control.base import TotalsView
 
 
 class TotalsBar(Static):
-    """Two lines that summarise the balancer; ``show`` replaces the figures."""
+    """The balancer in two lines (three when narrow); ``show`` replaces the figures.
+
+    Items are laid out like words: an item never breaks across lines, so at 80 columns
+    the status items move to a third line instead of being cut off.
+    """
 
     DEFAULT_CSS = """
     TotalsBar {
-        height: 2;
+        height: auto;
+        max-height: 4;
         padding: 0 1;
         background: $boost;
     }
@@ -24,6 +29,7 @@ class TotalsBar(Static):
         self.totals = TotalsView()
         self.link = "embedded"
         self.paused = False
+        self._lines = 0
 
     def show(self, totals: TotalsView | None = None, *, link: str | None = None, paused: bool | None = None) -> None:
         if totals is not None:
@@ -32,36 +38,65 @@ class TotalsBar(Static):
             self.link = link
         if paused is not None:
             self.paused = paused
-        self.update(self._render_text())
+        self._redraw()
+
+    def on_resize(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        text = self._render_text()
+        lines = text.plain.count("\n") + 1
+        # A relayout of the screen only when the bar's height changes, not on every tick.
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines
+
+    def _items(self) -> list[list[Text]]:
+        """Groups of items; each group starts on a new line."""
+        t = self.totals
+
+        def item(label: str, value: str, style: str = "bold") -> Text:
+            text = Text()
+            if label:
+                text.append(f"{label} ", style="dim")
+            text.append(value, style=style)
+            return text
+
+        traffic = [
+            item("req/s", f"{t.rps:,.1f}"),
+            item("errors", f"{t.error_rate * 100:.2f}%"),
+            item("p50", f"{t.p50_ms:.1f}ms"),
+            item("p99", f"{t.p99_ms:.1f}ms"),
+            item("up", f"{t.healthy}/{t.total}"),
+        ]
+        if t.panic:
+            traffic.append(item("", "PANIC", "bold reverse"))
+        if self.paused:
+            traffic.append(item("", "PAUSED", "bold reverse"))
+        policy = Text()
+        policy.append("policy ", style="dim")
+        policy.append(t.algorithm or "?", style="bold")
+        if t.hash_key:
+            policy.append(f" on {t.hash_key}")
+        setup = [policy]
+        if t.listeners:
+            setup.append(item("listen", " ".join(t.listeners), ""))
+        for name, status in t.components.items():
+            setup.append(item(name, status, "bold" if status not in ("ok", "running", "up") else ""))
+        if self.link != "embedded":  # the title bar already says "embedded"
+            setup.append(item("link", self.link, "bold reverse" if self.link.startswith("disconnected") else ""))
+        return [traffic, setup]
 
     def _render_text(self) -> Text:
-        t = self.totals
-        text = Text()
-        text.append("req/s ", style="dim")
-        text.append(f"{t.rps:,.1f}", style="bold")
-        text.append("  errors ", style="dim")
-        text.append(f"{t.error_rate * 100:.2f}%", style="bold")
-        text.append("  p50 ", style="dim")
-        text.append(f"{t.p50_ms:.1f}ms", style="bold")
-        text.append("  p99 ", style="dim")
-        text.append(f"{t.p99_ms:.1f}ms", style="bold")
-        text.append("  up ", style="dim")
-        text.append(f"{t.healthy}/{t.total}", style="bold")
-        if t.panic:
-            text.append("  PANIC", style="bold reverse")
-        if self.paused:
-            text.append("  PAUSED", style="bold reverse")
-        text.append("\n")
-        text.append("policy ", style="dim")
-        text.append(t.algorithm or "?", style="bold")
-        if t.hash_key:
-            text.append(f" on {t.hash_key}")
-        if t.listeners:
-            text.append("  listen ", style="dim")
-            text.append(" ".join(t.listeners))
-        for name, status in t.components.items():
-            text.append(f"  {name} ", style="dim")
-            text.append(status, style="bold" if status not in ("ok", "running", "up") else "")
-        text.append("  link ", style="dim")
-        text.append(self.link, style="bold reverse" if self.link.startswith("disconnected") else "")
-        return text
+        width = max(20, self.content_size.width or 118)
+        lines: list[Text] = []
+        for group in self._items():
+            line = Text()
+            for entry in group:
+                if line.cell_len and line.cell_len + 2 + entry.cell_len > width:
+                    lines.append(line)
+                    line = Text()
+                if line.cell_len:
+                    line.append("  ")
+                line.append_text(entry)
+            lines.append(line)
+        return Text("\n").join(lines)

@@ -670,6 +670,9 @@ def main() -> int:
     parser.add_argument("--memory-servers", type=int, default=100)
     parser.add_argument("--no-tcp", action="store_true", help="skip the TCP (L4) comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory test")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the minimal Protocols proxy (the reference row)"
+    )
     parser.add_argument("--skip-install", action="store_true", help="never call apt-get")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs lbtui")
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown to this file")
@@ -692,6 +695,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also when started in the background with SIGINT ignored
 
     workdir = Path(tempfile.mkdtemp(prefix="lbtui-bench-"))
     children = Children(workdir)
@@ -750,6 +754,27 @@ def run(args: argparse.Namespace, workdir: Path, children: Children) -> int:
             "http",
         )
     )
+    if not args.no_reference:
+        ref = children.start(
+            "minimal",
+            [
+                args.python,
+                str(HERE / "minimal_proxy.py"),
+                "--port",
+                str(front[3]),
+                "--backends",
+                ",".join(map(str, backends)),
+            ],
+        )
+        paths.append(
+            Path_(
+                "minimal",
+                "minimal Protocols+httptools+uvloop proxy (reference, not lbtui)",
+                front[3],
+                ref,
+                "http",
+            )
+        )
     lb_http, lb_port, lb_ready = start_lbtui(children, args.python, workdir, "lbtui-http", backends, "http")
     paths.append(
         Path_("lbtui", "lbtui HttpProxy (uvloop, 1 process, all features on)", lb_port, lb_http, "http")
@@ -794,7 +819,7 @@ def run(args: argparse.Namespace, workdir: Path, children: Children) -> int:
     lbtui_stats = fetch_json(f"{lb_ready['admin']}/api/stats")
     access_lines = count_lines(workdir / "lbtui-http-access.log")
 
-    http_rows = [rows[n] for n in ("direct", "haproxy", "nginx", "lbtui")]
+    http_rows = [rows[n] for n in ("direct", "haproxy", "nginx", "minimal", "lbtui") if n in rows]
     http_cells = table(http_rows, rows["haproxy"])
     print("\nHTTP (medians of the rounds)\n" + render_text(http_cells))
     lines = verdict_lines("HTTP", rows["lbtui"], rows["haproxy"])
@@ -827,7 +852,8 @@ def run(args: argparse.Namespace, workdir: Path, children: Children) -> int:
             f"{(memory['rss_connected'] - memory['rss_idle']) * 1024 / max(1, memory['opened']):.2f} KiB each; "
             f"{memory['fds_open']:.0f} fds; opened in {memory['open_seconds']:.1f} s)\n"
             f"  same, after one request each:      {memory['rss_keepalive']:.1f} MiB "
-            f"({memory['answered']:,.0f} answered 200)\n"
+            f"({memory['answered']:,.0f} answered 200, sent at once; {memory['fds_keepalive']:.0f} fds: lbtui now "
+            f"also keeps ~{memory['fds_keepalive'] - memory['fds_open']:,.0f} idle upstream connections)\n"
             f"  all closed again:                  {memory['rss_closed']:.1f} MiB"
         )
 
@@ -1025,7 +1051,10 @@ def markdown(
             "process with its real features on: round-robin policy, per-server stats with latency percentiles, a JSON "
             "access log to a file, active HTTP health checks every 1 s, the admin API. HAProxy has `check inter 1s` too; "
             "neither HAProxy nor nginx writes an access log. CPU µs/req is the proxy's own CPU time (for `direct`, the "
-            "backend's) divided by the requests it served."
+            "backend's) divided by the requests it served: on a shared machine it moves less than requests/s. "
+            "The `minimal` row (`tests/bench/minimal_proxy.py`, not lbtui) is a bare asyncio Protocols + httptools + "
+            "uvloop proxy with pooled upstream connections and nothing else: what Python can do here; the gap between "
+            "it and lbtui is the cost of lbtui's own request path."
         ),
         "",
         "## HTTP",
@@ -1065,8 +1094,9 @@ def markdown(
                 f"(+{delta:.1f} MiB, {delta * 1024 / max(1, memory['opened']):.2f} KiB each) | {memory['fds_open']:.0f} |"
             ),
             (
-                f"| the same connections after one request each (idle keep-alive) | {memory['rss_keepalive']:.1f} MiB | "
-                f"{memory['fds_keepalive']:.0f} |"
+                f"| the same connections after one request each, sent at once (idle keep-alive; lbtui now also "
+                f"keeps ~{memory['fds_keepalive'] - memory['fds_open']:,.0f} idle upstream connections, at most "
+                f"`pool_size` 64 per server) | {memory['rss_keepalive']:.1f} MiB | {memory['fds_keepalive']:.0f} |"
             ),
             f"| all closed again | {memory['rss_closed']:.1f} MiB | |",
             "",

@@ -177,7 +177,7 @@ async def _start_lbtui(backend_port: int, policy: str, log_dir: str) -> tuple[in
 
     servers = [Server("127.0.0.1", backend_port, name=f"b{i}") for i in range(3)]
     lb = LoadBalancer(servers, policy, hash_key="client_ip")
-    log = AccessLog(os.path.join(log_dir, f"access-{policy}.log"))
+    log = None if os.environ.get("BENCH_NOLOG") else AccessLog(os.path.join(log_dir, f"access-{policy}.log"))
     proxy = HttpProxy(lb, access_log=log)
     await proxy.start()
     return proxy.port, lb
@@ -217,6 +217,116 @@ def _run_proxy(kind: str, backend_port: int, control: Connection, log_dir: str, 
     if profiler is not None:
         profiler.dump_stats(profile)
     control.send("stopped")
+
+
+# -- in-process harness: the Python cost alone, no sockets ------------------------------------
+class _NullTransport:
+    """Stands in for a socket: every write is dropped, so only the proxy's own work is timed."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += 1
+
+    def writelines(self, parts: object) -> None:
+        self.written += 1
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def _inprocess(kind: str, total: int, log_dir: str) -> float:
+    """CPU us per request of one proxy driven by direct calls: request in, response in."""
+    if kind == "baseline":
+        client = _BaseClient(0)
+        client.connection_made(_NullTransport())  # type: ignore[arg-type]
+        up = _BaseUpstream(client)
+        up.connection_made(_NullTransport())  # type: ignore[arg-type]
+        client.upstream = up
+        feed_request, feed_response = client.data_received, up.data_received
+        started = time.process_time()
+        for _ in range(total):
+            feed_request(REQUEST)
+            feed_response(RESPONSE)
+        return (time.process_time() - started) / total * 1e6
+    from engine.proxy.pool import UpstreamConnection
+
+    policy = "round_robin" if kind == "lbtui-rr" else "consistent_hash"
+    _, lb = await _start_lbtui_inprocess(policy, log_dir)
+    proxy = lb  # type: ignore[assignment]
+    conn = proxy.make_client()
+    conn.connection_made(_NullTransport())
+    for server in proxy.lb.servers:
+        for _ in range(2):
+            upstream = UpstreamConnection(proxy.pool, server)
+            upstream.connection_made(_NullTransport())  # type: ignore[arg-type]
+            proxy.pool.release(upstream)
+    feed = conn.data_received
+    started = time.process_time()
+    for _ in range(total):
+        feed(REQUEST)
+        conn.active.upstream.data_received(RESPONSE)
+    if proxy.access_log is not None:
+        proxy.access_log.flush()
+    elapsed = time.process_time() - started
+    await proxy.stop(0)
+    return elapsed / total * 1e6
+
+
+async def _start_lbtui_inprocess(policy: str, log_dir: str) -> tuple[None, object]:
+    from engine.accesslog import AccessLog
+    from engine.balancer import LoadBalancer
+    from engine.proxy import HttpProxy
+    from engine.proxy.client import ClientConnection
+    from engine.server import Server
+
+    servers = [Server("127.0.0.1", 9, name=f"b{i}") for i in range(3)]
+    lb = LoadBalancer(servers, policy, hash_key="client_ip")
+    log = None if os.environ.get("BENCH_NOLOG") else AccessLog(os.path.join(log_dir, f"inproc-{policy}.log"))
+    proxy = HttpProxy(lb, access_log=log)
+    proxy.make_client = lambda: ClientConnection(proxy)  # type: ignore[attr-defined]
+    await proxy.start()  # listening, so new connections are not refused as "stopping"
+    return None, proxy
+
+
+def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str) -> None:
+    _install_uvloop()
+    log_dir = tempfile.mkdtemp(prefix="lbtui-bench-cpu-")
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for kind in kinds:
+            results[kind].append(asyncio.run(_inprocess(kind, total, log_dir)))
+    if profile:
+        import cProfile
+
+        cProfile.runctx(
+            "asyncio.run(_inprocess('lbtui-hash', total, log_dir))", globals(), {"total": total, "log_dir": log_dir,
+            "asyncio": asyncio, "_inprocess": _inprocess}, profile
+        )
+    print(f"in-process (no sockets): requests={total} rounds={rounds}")
+    for kind in kinds:
+        print(f"{kind:<12} {statistics.median(results[kind]):10.2f} us/req   {', '.join(f'{x:.2f}' for x in results[kind])}")
+    if "baseline" in results:
+        base = statistics.median(results["baseline"])
+        for kind in kinds:
+            if kind != "baseline":
+                print(f"ratio {kind}/baseline: {statistics.median(results[kind]) / base:.2f}")
 
 
 # -- load generator -------------------------------------------------------------------------
@@ -295,9 +405,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="baseline,lbtui-rr,lbtui-hash", help="comma-separated proxies to run")
     parser.add_argument("--profile", default="", help="write a cProfile of lbtui-hash's measured rounds here")
+    parser.add_argument("--inprocess", action="store_true", help="drive the proxies by direct calls, no sockets")
     args = parser.parse_args()
-    loop_name = _install_uvloop()
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    if args.inprocess:
+        _run_inprocess(kinds, args.requests, args.rounds, args.profile)
+        return
+    loop_name = _install_uvloop()
     ctx = multiprocessing.get_context("spawn")
     ports: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     backend = ctx.Process(target=_run_backend, args=(ports,), daemon=True)

@@ -1,0 +1,258 @@
+"""What the dashboard costs the proxy: requests/s with the TUI open vs headless, same run.
+
+The proxy (the real Gateway on uvloop, round robin over three backends) lives in this
+process. In "tui" rounds the dashboard runs in the same event loop exactly as
+``lbtui run`` embeds it (``InProcessControl.for_gateway``: refresh four times a
+second, the request sampler hooked on the proxy's observers), on Textual's headless
+driver at 120x36 (every widget still renders each refresh; only the final write to a
+terminal is skipped). In "headless" rounds it is closed. Backends run in one child
+process, the load in another (raw sockets, keep-alive, fixed concurrency), all on
+127.0.0.1; rounds alternate the order of the two modes; medians are reported.
+
+    python tests/bench/bench_tui_overhead.py [--rounds 5] [--duration 4] [--connections 32]
+
+Goal (issue 4): tui requests/s >= 0.9 x headless requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+GOAL = 0.9
+MP = multiprocessing.get_context("spawn")  # no fork of a process with a running loop
+BODY = b"hello from lbtui"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s" % (len(BODY), BODY)
+
+
+def _uvloop() -> None:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# -- backends (child process) -----------------------------------------------------------
+class _Backend(asyncio.Protocol):
+    """Answers every request with the same short response, keep-alive."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        count = self.buffer.count(b"\r\n\r\n")  # GETs without bodies
+        if count:
+            self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4:]
+            self.transport.write(RESPONSE * count)  # type: ignore[attr-defined]
+
+
+def _run_backends(ports: multiprocessing.Queue, n: int) -> None:  # type: ignore[type-arg]
+    _uvloop()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(_Backend, "127.0.0.1", 0, backlog=1024) for _ in range(n)]
+        ports.put([s.sockets[0].getsockname()[1] for s in servers])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- load (child process) ---------------------------------------------------------------
+class _Client(asyncio.Protocol):
+    """One keep-alive connection: a request, wait for the whole answer, the next request."""
+
+    def __init__(self, request: bytes, state: dict[str, int]) -> None:
+        self.request = request
+        self.state = state
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15: head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            status = self.buffer[9:12]
+            self.buffer = self.buffer[end:]
+            self.state["ok" if status == b"200" else "errors"] += 1
+            if self.state["stop"]:
+                self.transport.close()  # type: ignore[attr-defined]
+                return
+            self.transport.write(self.request)  # type: ignore[attr-defined]
+
+
+def _run_load(port: int, duration: float, connections: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    _uvloop()
+
+    async def main() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        state = {"ok": 0, "errors": 0, "stop": 0}
+        transports = []
+        for i in range(connections):
+            request = f"GET /item/{i} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-User: user-{i}\r\n\r\n".encode()
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda r=request: _Client(r, state), "127.0.0.1", port), 5
+            )
+            transports.append(transport)
+        await asyncio.sleep(0.5)  # warm up: pools filled, caches hot
+        start_ok, started = state["ok"], time.perf_counter()
+        await asyncio.sleep(duration)
+        done, elapsed = state["ok"] - start_ok, time.perf_counter() - started
+        state["stop"] = 1
+        await asyncio.sleep(0.2)
+        for transport in transports:
+            transport.close()
+        return {"rps": done / elapsed, "errors": state["errors"]}
+
+    out.put(asyncio.run(main()))
+
+
+# -- the proxy, with and without the dashboard (this process) ---------------------------
+async def _round(port: int, duration: float, connections: int) -> dict[str, float]:
+    """Run the load child for one round while this loop keeps serving."""
+    out: multiprocessing.Queue = MP.Queue()  # type: ignore[type-arg]
+    child = MP.Process(target=_run_load, args=(port, duration, connections, out), daemon=True)
+    child.start()
+    try:
+        deadline = time.monotonic() + duration + 15
+        while out.empty():
+            if time.monotonic() > deadline or not child.is_alive() and out.empty():
+                raise RuntimeError("the load generator did not report")
+            await asyncio.sleep(0.05)
+        return out.get()  # type: ignore[no-any-return]
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+
+
+async def _measure(args: argparse.Namespace, backend_ports: list[int]) -> dict[str, object]:
+    from engine.config import AdminConfig, BalancerConfig, Config, HealthConfig, ListenerConfig, ServerConfig
+    from engine.gateway import Gateway
+    from lbtui.app import LbtuiApp
+    from lbtui.control.inprocess import InProcessControl
+
+    config = Config(
+        listeners=(ListenerConfig("web", "127.0.0.1", 0, "http", None, None),),
+        balancer=BalancerConfig(algorithm="round_robin", sticky=None),
+        servers=tuple(ServerConfig(f"web-{i + 1}", "127.0.0.1", p) for i, p in enumerate(backend_ports)),
+        health=HealthConfig(interval=1.0, timeout=1.0, rise=2, fall=2),
+        admin=AdminConfig(host="127.0.0.1", port=0),
+    ).with_overrides()
+    gateway = Gateway(config, stop_grace=2.0)
+    await gateway.start()
+    port = gateway.listeners[0].port
+    results: dict[str, list[float]] = {"headless": [], "tui": []}
+    errors = 0
+    tui_stats: dict[str, int] = {"refreshes": 0, "sampled": 0, "seconds": 0}
+    try:
+        for r in range(args.rounds):
+            order = ("headless", "tui") if r % 2 == 0 else ("tui", "headless")
+            for mode in order:
+                if mode == "headless":
+                    result = await _round(port, args.duration, args.connections)
+                else:
+                    app = LbtuiApp(InProcessControl.for_gateway(gateway), title="bench")
+                    async with app.run_test(headless=True, size=(120, 36)):
+                        deadline = time.monotonic() + 10
+                        while app.refreshes < 1:  # the dashboard is up and drawing
+                            if time.monotonic() > deadline:
+                                raise RuntimeError("the dashboard did not start")
+                            await asyncio.sleep(0.05)
+                        before, started = app.refreshes, time.monotonic()
+                        result = await _round(port, args.duration, args.connections)
+                        tui_stats["refreshes"] += app.refreshes - before
+                        tui_stats["seconds"] += int(time.monotonic() - started)
+                        tui_stats["sampled"] += sum(1 for s in app.log_pane.lines if s.text[9:16] == "request")
+                results[mode].append(result["rps"])
+                errors += int(result["errors"])
+                print(f"round {r + 1} {mode:>8}: {result['rps']:>9,.0f} requests/s", flush=True)
+    finally:
+        await gateway.stop(2.0)
+    return {"rounds": results, "errors": errors, "tui": tui_stats}
+
+
+def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
+    rounds: dict[str, list[float]] = data["rounds"]  # type: ignore[assignment]
+    headless, tui = statistics.median(rounds["headless"]), statistics.median(rounds["tui"])
+    ratio = tui / headless if headless else 0.0
+    stats: dict[str, int] = data["tui"]  # type: ignore[assignment]
+    per_second = stats["refreshes"] / stats["seconds"] if stats["seconds"] else 0.0
+    cpu = platform.processor() or platform.machine()
+    load = os.getloadavg()[0]
+    verdict = "met" if ratio >= GOAL else "NOT met"
+    lines = [
+        "# Dashboard overhead: proxy requests/s with the TUI open vs headless",
+        "",
+        f"`python tests/bench/bench_tui_overhead.py --rounds {args.rounds} --duration {args.duration} "
+        f"--connections {args.connections}` on {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f} at the end "
+        "(other work shares this machine).",
+        "",
+        "The real Gateway (round robin over three backends, stats with percentiles, active health "
+        "checks every 1 s, admin API) on uvloop in one process; in `tui` rounds the dashboard runs "
+        "in the same event loop as `lbtui run` embeds it (refresh 4/s, request sampler on the proxy's "
+        "observers), on Textual's headless driver at 120x36. Backends and the load generator "
+        f"(raw sockets, {args.connections} keep-alive connections) are separate processes. "
+        "Rounds alternate the order of the two modes; medians.",
+        "",
+        "| mode | requests/s (median) | rounds |",
+        "|---|---:|---|",
+        f"| headless | {headless:,.0f} | {', '.join(f'{x:,.0f}' for x in rounds['headless'])} |",
+        f"| TUI open | {tui:,.0f} | {', '.join(f'{x:,.0f}' for x in rounds['tui'])} |",
+        "",
+        f"- ratio TUI / headless: **{ratio:.3f}** (goal >= {GOAL}: {verdict})",
+        f"- dashboard refreshes during the TUI rounds: {per_second:.1f} per second; "
+        f"non-200 answers seen by the load generator: {data['errors']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per round and mode")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS_tui.md"))
+    args = parser.parse_args()
+    ports: multiprocessing.Queue = MP.Queue()  # type: ignore[type-arg]
+    backends = MP.Process(target=_run_backends, args=(ports, 3), daemon=True)
+    backends.start()
+    try:
+        backend_ports = ports.get(timeout=10)
+        _uvloop()
+        data = asyncio.run(_measure(args, backend_ports))
+    finally:
+        backends.terminate()
+        backends.join(5)
+    report = _report(args, data)
+    print(report)
+    args.results.write_text(report, encoding="utf-8")
+    rounds: dict[str, list[float]] = data["rounds"]  # type: ignore[assignment]
+    return 0 if statistics.median(rounds["tui"]) >= GOAL * statistics.median(rounds["headless"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

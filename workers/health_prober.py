@@ -1,0 +1,44 @@
+"""Health prober: the engine's active checks as an owned worker.
+
+Results go through ``LoadBalancer.report_check`` (rise/fall), which publishes
+``health_changed`` events with source ``"health"``; store sync pushes those to the
+store, so status changes reach MongoDB (queued while it is down) without the prober
+knowing about the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.balancer import LoadBalancer
+from engine.health import HealthChecker
+from workers.base import Worker
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    interval: float = 5.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    http_path: str | None = None
+
+
+class HealthProber(Worker):
+    name = "health"
+
+    def __init__(self, lb: LoadBalancer, settings: ProbeSettings = ProbeSettings()) -> None:
+        super().__init__(settings.interval)
+        self.lb = lb
+        self.checker = HealthChecker(
+            settings.interval, settings.timeout, settings.rise, settings.fall,
+            servers=lambda: lb.servers, http_path=settings.http_path, report=lb.report_check,
+        )
+
+    async def step(self) -> None:
+        await self.checker.run_once()
+
+    def details(self) -> dict[str, Any]:
+        down = [s.name for s in self.lb.servers if not s.healthy]
+        return {"rounds": self.checker.rounds, "down": down, "servers": len(self.lb.servers)}
