@@ -57,6 +57,7 @@ ALIASES = {
     "hash": "consistent_hash",
     "ring": "consistent_hash",
 }
+_monotonic = time.monotonic
 _READY = AdminState.READY  # a module constant: Enum member access costs ~0.1 us in 3.11
 HASH_KEY_KINDS = ("client_ip", "path", "uri", "header", "cookie", "query")
 
@@ -311,8 +312,11 @@ class LoadBalancer:
     def route(self, request: Mapping[str, Any] | None = None, exclude: Collection[Server] = ()) -> Server | None:
         """Choose the server for one request, or None when nothing may serve it (503)."""
         request = request if request is not None else {}
-        now = time.monotonic()  # one clock read per route: eligibility and the rate windows
-        candidates = self.eligible(now)
+        now = _monotonic()  # one clock read per route: eligibility and the rate windows
+        if self._generation == state_generation() and now < self._next_expiry:
+            candidates = self._eligible  # eligible()'s cached answer, without the call
+        else:
+            candidates = self.eligible(now)
         if exclude:
             candidates = [s for s in candidates if s not in exclude]
         if not candidates:
@@ -370,7 +374,7 @@ class LoadBalancer:
         server.stats.finish(seconds, error)
         self.totals.finish(seconds, error)
         if not failed:
-            PeakEwma.observe(server, seconds, time.monotonic())
+            PeakEwma.observe(server, seconds, _monotonic())
         if error or status is None:
             ejected_for = self.outlier.observe(server, status, failed, self.servers)
             if ejected_for is not None:

@@ -440,7 +440,7 @@ async def run_app(control: Control, *, title: str = "lbtui", on_quit: Callable[[
     await LbtuiApp(control, title=title, on_quit=on_quit).run_async()
 
 
-async def run_embedded(gateway: Gateway, *, title: str = "lbtui") -> None:
+async def run_embedded(gateway: Gateway, *, title: str = "lbtui", headless: bool = False) -> None:
     """The dashboard over a running Gateway in this event loop; quitting stops it gracefully.
 
     The operator's quit is confirmed in the app; the gateway is stopped after the screen
@@ -455,7 +455,7 @@ async def run_embedded(gateway: Gateway, *, title: str = "lbtui") -> None:
 
     watcher = asyncio.create_task(close_when_stopping(), name="lbtui-ui-stop-watch")
     try:
-        await app.run_async()
+        await app.run_async(headless=headless)
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)

@@ -74,3 +74,17 @@ async def test_proxy_writes_one_line_per_request(tmp_path) -> None:
         await log.aclose()
         await fx.proxy.stop(1)
         await backends[0].stop()
+
+
+async def test_records_written_on_the_loop_reach_disk_without_flush(tmp_path) -> None:
+    """On an event loop records go out in batches, a timer hands each batch over."""
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    try:
+        for index in range(3):
+            log.write(record(f"/t{index}"))
+        assert not path.read_text()  # still batched: nothing formatted on the loop
+        await wait_for(lambda: len(path.read_text().splitlines()) == 3, what="batch on disk")
+        assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == ["/t0", "/t1", "/t2"]
+    finally:
+        await log.aclose()

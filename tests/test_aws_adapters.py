@@ -7,8 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloud.aws import AwsClients, AwsError, AwsSettings, cpu_by_instance, describe_pool, run_instances
-from cloud.aws import terminate_instances
+from cloud.aws import (
+    AwsClients,
+    AwsError,
+    AwsSettings,
+    cpu_by_instance,
+    describe_pool,
+    run_instances,
+    terminate_instances,
+)
 from tests.cloud_support import free_port, moto_endpoint, moto_server  # noqa: F401  (fixtures)
 
 AMI = "ami-12c6146b"

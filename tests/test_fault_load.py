@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from cloud.backend import BackendHandle, start_backend
 from engine import events as ev
 from engine.events import Event
 from engine.gateway import Gateway
@@ -45,6 +46,14 @@ async def procs() -> AsyncIterator[list[BackendProcess]]:
     backends = await start_backend_processes(3)
     yield backends
     await stop_all(backends)
+
+
+@pytest.fixture
+async def handles() -> AsyncIterator[list[BackendHandle]]:
+    """In-process backends, for cases that need no process to die (faster to start)."""
+    started = [await start_backend(f"b{i}") for i in range(3)]
+    yield started
+    await asyncio.gather(*(h.stop() for h in started), return_exceptions=True)
 
 
 async def _gateway(tmp_path: Path, backends: list[BackendProcess], *sections: str) -> Gateway:
@@ -181,11 +190,11 @@ class Flapper:
 
 
 async def test_flapping_backend_is_held_out_by_rise_and_fall(
-    tmp_path: Path, procs: list[BackendProcess]
+    tmp_path: Path, handles: list[BackendHandle]
 ) -> None:
     flap = await Flapper([True, True, False, False]).start()  # never 3 good probes in a row
     text = gateway_toml(
-        [(b.name, b.port) for b in procs[:2]] + [("flap", flap.port)],
+        [(b.name, b.port) for b in handles[:2]] + [("flap", flap.port)],
         health='[health]\ninterval = 0.05\ntimeout = 0.3\nrise = 3\nfall = 2\nhttp_path = "/health"\n',
     )
     gw = await start_gateway(tmp_path / "lbtui.toml", text)
@@ -273,10 +282,10 @@ async def test_all_backends_down_fast_503s_then_recovery_without_restart(
 
 
 async def test_reload_and_server_add_remove_under_load_zero_failures(
-    tmp_path: Path, procs: list[BackendProcess]
+    tmp_path: Path, handles: list[BackendHandle]
 ) -> None:
     path = tmp_path / "lbtui.toml"
-    names = [(b.name, b.port) for b in procs]
+    names = [(b.name, b.port) for b in handles]
     gw = await start_gateway(path, gateway_toml(names[:2]))
     assert gw.admin is not None
     admin = gw.admin.url
@@ -296,7 +305,7 @@ async def test_reload_and_server_add_remove_under_load_zero_failures(
             steps.append("reload -b0")
             await load.wait_for_more(100)
             async with session.post(
-                f"{admin}/api/servers", json={"name": "b0-again", "host": "127.0.0.1", "port": procs[0].port}
+                f"{admin}/api/servers", json={"name": "b0-again", "host": "127.0.0.1", "port": handles[0].port}
             ) as response:
                 assert response.status == 201
             steps.append("admin +b0-again")
@@ -329,7 +338,7 @@ async def test_reload_and_server_add_remove_under_load_zero_failures(
 
 
 async def test_graceful_shutdown_under_load_finishes_in_flight(tmp_path: Path) -> None:
-    slow = await BackendProcess("slow", ["--latency-ms", "400"]).start()
+    slow = await start_backend("slow", latency_ms=400)
     gw = await start_gateway(tmp_path / "lbtui.toml", gateway_toml([("slow", slow.port)]))
     proxy = gw.listeners[0].proxy
     port = gw.listeners[0].port

@@ -309,3 +309,38 @@ async def test_slow_reader_applies_backpressure_instead_of_buffering(trio) -> No
     status, _, body = await read_response(reader, timeout=20)
     writer.close()
     assert status == 200 and len(body) == size
+
+
+async def test_byte_counters_per_server_and_totals(trio) -> None:
+    _, build = trio
+    fx = await build(algorithm="round_robin")
+    payload = os.urandom(3000)
+    sizes = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.post(fx.url + "/echo", data=payload) as response:
+                sizes.append(len(await response.read()))
+    await asyncio.wait_for(_until(lambda: fx.proxy.active_requests == 0), 5)
+    servers = fx.lb.servers
+    # Each server got one request: its head plus the 3000-byte body went out, and a
+    # response head plus its body came back.
+    for server in servers:
+        assert 3000 + 40 < server.stats.bytes_out < 3000 + 2000
+        assert max(sizes) + 20 < server.stats.bytes_in < max(sizes) + 2000
+    assert fx.lb.totals.bytes_out == sum(s.stats.bytes_out for s in servers)
+    assert fx.lb.totals.bytes_in == sum(s.stats.bytes_in for s in servers)
+
+
+async def test_connection_option_headers_are_not_forwarded(trio) -> None:
+    backends, build = trio
+    fx = await build()
+    request = (
+        b"GET /h HTTP/1.1\r\nHost: t\r\nX-Keep: 1\r\nConnection: close, X-Drop\r\n"
+        b"X-Drop: secret\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+    )
+    answer = await raw_exchange(fx.proxy.port, request)
+    assert answer.startswith(b"HTTP/1.1 200")
+    seen = [s for b in backends for s in b.seen if s.path == "/h"][-1]
+    names = [name.lower() for name, _ in seen.headers]
+    assert "x-keep" in names and "x-drop" not in names and "connection" not in names
+    assert seen.header("X-Forwarded-For") == "127.0.0.1"  # the client's value is not trusted

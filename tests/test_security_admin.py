@@ -376,6 +376,7 @@ def _legacy_server_accepts(version: ssl.TLSVersion, cert: str, key: str) -> bool
     return ok
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 async def test_tls_listener_offers_only_tls12_and_newer(tmp_path: Path, recorder: Recorder) -> None:
     cert, key = self_signed_pair(str(tmp_path))
     proxy = HttpProxy(LoadBalancer([Server("127.0.0.1", recorder.port, name="rec")]), ProxySettings())
@@ -387,7 +388,11 @@ async def test_tls_listener_offers_only_tls12_and_newer(tmp_path: Path, recorder
             if legacy and not await asyncio.to_thread(_legacy_server_accepts, version, cert, key):
                 outcomes[version.name] = "not testable: the local OpenSSL refuses it on both sides"
                 continue
-            context = _legacy_client(version) if legacy else ssl.create_default_context(cafile=cert)
+            if legacy:
+                context = _legacy_client(version)
+            else:
+                context = ssl.create_default_context(cafile=cert)
+                context.minimum_version = context.maximum_version = version
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", proxy.port, ssl=context, server_hostname="localhost"), 5

@@ -143,3 +143,32 @@ async def test_tcp_idle_timeout_and_graceful_stop(echoes) -> None:
     await asyncio.wait_for(proxy.stop(grace=0.2), 3)
     assert proxy.connections == 0 and lb.get_server("e0").active_connections == 0
     writer.close()
+
+
+async def test_tcp_access_log_and_byte_counters(echoes, tmp_path) -> None:
+    import json
+
+    from engine.accesslog import AccessLog
+
+    lb = LoadBalancer([Server("127.0.0.1", echoes[0].port, name="e0")], "round_robin")
+    log = AccessLog(str(tmp_path / "tcp.log"))
+    proxy = TcpProxy(lb, access_log=log)
+    records = []
+    proxy.observers.append(records.append)
+    await proxy.start()
+    try:
+        assert await talk(proxy.port, b"hello") == b"e0:hello"
+        await wait_for(lambda: len(records) == 1, what="the connection's record")
+        record = records[0]
+        assert (record.method, record.client, record.server, record.status) == ("TCP", "127.0.0.1", "e0", 0)
+        assert (record.bytes_in, record.bytes_out) == (5, 8)
+        assert 0 <= record.upstream_ms <= record.total_ms
+        server = lb.servers[0]
+        assert (server.stats.bytes_out, server.stats.bytes_in) == (5, 8)
+        assert (lb.totals.bytes_out, lb.totals.bytes_in) == (5, 8)
+        assert log.flush()
+        line = json.loads((tmp_path / "tcp.log").read_text().splitlines()[0])
+        assert line["method"] == "TCP" and line["server"] == "e0" and line["bytes_out"] == 8
+    finally:
+        await proxy.stop(1)
+        await log.aclose()

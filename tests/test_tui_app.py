@@ -272,3 +272,31 @@ async def test_hundred_servers_refresh_diffs_rows_and_keys_answer_fast() -> None
         await pilot.press("d")
         await until(pilot, lambda: lb.require("web-3").admin_state is AdminState.DRAIN)
         assert time.monotonic() - started < 1.0  # generous in CI; the target is 100 ms
+
+
+async def test_run_embedded_closes_and_stops_the_gateway_when_a_stop_is_requested() -> None:
+    import asyncio
+
+    from engine.config import AdminConfig, Config, HealthConfig, ListenerConfig
+    from engine.gateway import Gateway
+    from lbtui.app import run_embedded
+
+    config = Config(
+        listeners=(ListenerConfig("web", "127.0.0.1", 0, "http", None, None),),
+        admin=AdminConfig(enabled=False),
+        health=HealthConfig(enabled=False),
+    ).with_overrides()
+    gateway = Gateway(config)
+    await gateway.start()
+    ui = asyncio.create_task(run_embedded(gateway, headless=True))
+    try:
+        deadline = time.monotonic() + 5
+        while not gateway.listeners[0].proxy.observers:  # type: ignore[union-attr]  # the app is up, sampling
+            assert time.monotonic() < deadline and not ui.done()
+            await asyncio.sleep(0.02)
+        gateway.request_stop()  # what SIGTERM does
+        await asyncio.wait_for(ui, 5)
+        assert gateway.stop_requested and not gateway.listeners
+    finally:
+        ui.cancel()
+        await gateway.stop(1.0)

@@ -161,7 +161,7 @@ async def test_mongo_killed_mid_run_queues_and_converges(nx_server: NxServer) ->
 async def test_last_writer_wins_when_both_change_one_server(tmp_path: Path) -> None:
     store_path = tmp_path / "shared.db"
     lb_a, lb_b = LoadBalancer(pool()), LoadBalancer(pool())
-    clock = {"a": 1000.0, "b": 2000.0}  # b's clock runs ahead: its write is the later one
+    clock = {"a": 1000.0, "b": 2000.0}  # b's clock runs ahead: its writes are the later ones
     sync_a = StoreSync(lb_a, SqliteStore(store_path), interval=0.1, node_id="a", clock=lambda: clock["a"])
     sync_b = StoreSync(lb_b, SqliteStore(store_path), interval=0.1, node_id="b", clock=lambda: clock["b"])
     for sync in (sync_a, sync_b):
@@ -173,8 +173,31 @@ async def test_last_writer_wins_when_both_change_one_server(tmp_path: Path) -> N
         await wait_for(lambda: lb_a.require("s0").weight == 8 and sync_a.pending == sync_b.pending == 0, 5,
                        "b's later write to win on a")
         assert lb_b.require("s0").weight == 8
-        assert sync_a.conflicts + sync_b.conflicts >= 1
     finally:
         for sync in (sync_a, sync_b):
             await sync.stop()
             await sync.store.close()
+
+
+async def test_a_rejected_stale_write_is_logged_and_the_winner_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStore(tmp_path / "shared.db")
+    lb = LoadBalancer(pool())
+    # A long interval: only the local change wakes the worker, so it writes before it reads.
+    sync = StoreSync(lb, store, interval=60, node_id="a", clock=lambda: 1000.0)
+    sync.start()
+    try:
+        await wait_for(lambda: sync.loaded and sync.pending == 0, 5, "load")
+        other = SqliteStore(tmp_path / "shared.db")
+        await other.connect()
+        await other.upsert_server({"name": "s0", "host": "127.0.0.1", "port": 9001, "weight": 8,
+                                   "updated_at": 5000.0, "updated_by": "b"})
+        await other.close()
+        lb.set_weight("s0", 3)
+        await wait_for(lambda: lb.require("s0").weight == 8, 5, "the newer remote write to win")
+        assert sync.conflicts == 1
+        assert "conflict on s0" in caplog.text
+    finally:
+        await sync.stop()
+        await store.close()

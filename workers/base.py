@@ -122,7 +122,7 @@ class Worker(ABC):
             await self.step()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a worker error is a status, never a crash
+        except Exception as exc:  # noqa: BLE001 - a worker error is a status, never a crash
             self.failures += 1
             self.consecutive_failures += 1
             self.last_error = f"{exc.__class__.__name__}: {exc}"[:300] if str(exc) else exc.__class__.__name__

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloud.aws import AwsClients, AwsSettings
 from cloud.store import Store, open_store
 from engine.balancer import LoadBalancer
-from workers.autoscaler import AutoscaleSettings, Autoscaler
+from workers.autoscaler import Autoscaler, AutoscaleSettings
 from workers.base import Worker
 from workers.discovery import Discovery, DiscoverySettings
 from workers.health_prober import HealthProber, ProbeSettings
@@ -53,7 +53,7 @@ class Node:
         for worker in order:
             try:
                 await worker.stop()
-            except Exception as exc:  # one broken worker must not keep the rest running
+            except Exception as exc:  # noqa: BLE001 - one broken worker must not keep the rest running
                 log.warning("%s did not stop cleanly: %s", worker.name, exc)
         if self.store is not None:
             await self.store.close()

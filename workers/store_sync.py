@@ -385,7 +385,7 @@ class StoreSync(Worker):
                     self.wake()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the poll loop still runs; just note it
+        except Exception as exc:  # noqa: BLE001 - the poll loop still runs; just note it
             log.info("change stream ended (%s); polling", exc)
         self.mode = "polling"
 

@@ -621,6 +621,21 @@ class ClientConnection(asyncio.Protocol):
         ex.status = status
         ex.resp_started = True
         ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
+        if (
+            length_known
+            and not up.chunked
+            and status == 200
+            and ex.keep_alive
+            and ex.http_minor == 1
+            and self.batching
+            and not (self.closing or ex.set_cookie or self.settings.server_header)
+        ):
+            # The usual answer: relayed as it came, nothing to add; leaves in one writev.
+            outq = self.outq
+            outq.append(status_line)
+            outq += out
+            outq.append(CRLF)
+            return
         has_body = not (up.head_only or status in (204, 304) or status == 101)
         tail: list[bytes] = []
         keep = ex.keep_alive and not self.closing

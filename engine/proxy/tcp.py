@@ -3,7 +3,9 @@
 Same policies as the HTTP proxy (the client IP is the hash key, so consistent hashing
 pins a client to a server), connect timeout with failover to the next server,
 per-client rate limit (a refused client is simply closed), idle timeout, half-close
-passed through, and flow control both ways.
+passed through, and flow control both ways. With an access log, one record per
+connection when it ends (method "TCP", the client and server, bytes both ways, the
+connect time as ``upstream_ms`` and the connection's lifetime as ``total_ms``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import logging
 import ssl
 import time
 
+from collections.abc import Callable
+
+from engine.accesslog import AccessLog, AccessRecord
 from engine.balancer import LoadBalancer
 from engine.proxy.settings import ProxySettings
 from engine.server import Server
@@ -36,7 +41,11 @@ class _Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.stamp = _monotonic()
         client = self.client
-        client.bytes_out += len(data)
+        size = len(data)
+        client.bytes_out += size
+        if client.server is not None:
+            client.server.stats.bytes_in += size
+            client.lb.totals.bytes_in += size
         if client.transport is not None and not client.closed:
             client.transport.write(data)
 
@@ -77,6 +86,10 @@ class TcpClient(asyncio.Protocol):
         self.buffered = 0
         self.stamp = _monotonic()
         self.started = self.stamp
+        self.accepted = self.stamp
+        self.wall = time.time()
+        self.connect_ms = 0.0
+        self.status = 0  # for the access record: 0 spliced, 429 refused, 502 no server reached
         self.task: asyncio.Task[None] | None = None
         self.in_flight = False
         self.failed = False
@@ -91,6 +104,7 @@ class TcpClient(asyncio.Protocol):
         self.ip = peer[0] if peer else "unknown"
         self.proxy.opened(self)
         if self.lb.check_client(self.ip) is not None:
+            self.status = 429
             self.close()
             return
         self.transport.pause_reading()
@@ -124,7 +138,10 @@ class TcpClient(asyncio.Protocol):
                 return
             self.server, self.upstream, self.in_flight, self.started = server, upstream, True, began
             self.stamp = _monotonic()
+            self.connect_ms = (self.stamp - began) * 1000.0
             if self.buffer and upstream.transport is not None:
+                server.stats.bytes_out += self.buffered
+                self.lb.totals.bytes_out += self.buffered
                 upstream.transport.writelines(self.buffer)
                 self.buffer, self.buffered = [], 0
             if self.eof and upstream.transport is not None and upstream.transport.can_write_eof():
@@ -133,13 +150,19 @@ class TcpClient(asyncio.Protocol):
                 self.transport.resume_reading()
             return
         self.task = None
+        self.status = 502
         self.close()
 
     def data_received(self, data: bytes) -> None:
         self.stamp = _monotonic()
-        self.bytes_in += len(data)
+        size = len(data)
+        self.bytes_in += size
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
+            server = self.server
+            if server is not None:
+                server.stats.bytes_out += size
+                self.lb.totals.bytes_out += size
             upstream.transport.write(data)
             return
         self.buffer.append(data)
@@ -176,6 +199,23 @@ class TcpClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
         self.proxy.closed(self)
+        proxy = self.proxy
+        if proxy.access_log is not None or proxy.observers:
+            server = self.server
+            proxy.publish(
+                AccessRecord(
+                    self.wall,
+                    self.ip,
+                    "TCP",
+                    "",
+                    self.status,
+                    server.name if server is not None else None,
+                    self.bytes_in,
+                    self.bytes_out,
+                    self.connect_ms,
+                    (_monotonic() - self.accepted) * 1000.0,
+                )
+            )
 
     def close(self) -> None:
         if not self.closed:
@@ -208,9 +248,13 @@ class TcpClient(asyncio.Protocol):
 class TcpProxy:
     """Plain TCP load balancing with the engine's policies."""
 
-    def __init__(self, lb: LoadBalancer, settings: ProxySettings | None = None) -> None:
+    def __init__(
+        self, lb: LoadBalancer, settings: ProxySettings | None = None, access_log: AccessLog | None = None
+    ) -> None:
         self.lb = lb
         self.settings = settings or ProxySettings()
+        self.access_log = access_log
+        self.observers: list[Callable[[AccessRecord], None]] = []
         self.port = 0
         self.host = ""
         self.connections = 0
@@ -257,6 +301,16 @@ class TcpProxy:
             self._sweeper = None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    def publish(self, record: AccessRecord) -> None:
+        """Hand a finished connection to the access log and observers; never raises."""
+        if self.access_log is not None:
+            self.access_log.write(record)
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # an observer's bug must not break the data plane
+                log.exception("access-record observer failed")
 
     def opened(self, conn: TcpClient) -> None:
         self._conns.add(conn)

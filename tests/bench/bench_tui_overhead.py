@@ -198,6 +198,8 @@ def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
     rounds: dict[str, list[float]] = data["rounds"]  # type: ignore[assignment]
     headless, tui = statistics.median(rounds["headless"]), statistics.median(rounds["tui"])
     ratio = tui / headless if headless else 0.0
+    pairs = [t / h for t, h in zip(rounds["tui"], rounds["headless"]) if h]
+    paired = statistics.median(pairs) if pairs else 0.0
     stats: dict[str, int] = data["tui"]  # type: ignore[assignment]
     per_second = stats["refreshes"] / stats["seconds"] if stats["seconds"] else 0.0
     cpu = platform.processor() or platform.machine()
@@ -223,7 +225,9 @@ def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
         f"| headless | {headless:,.0f} | {', '.join(f'{x:,.0f}' for x in rounds['headless'])} |",
         f"| TUI open | {tui:,.0f} | {', '.join(f'{x:,.0f}' for x in rounds['tui'])} |",
         "",
-        f"- ratio TUI / headless: **{ratio:.3f}** (goal >= {GOAL}: {verdict})",
+        f"- ratio TUI / headless (medians): **{ratio:.3f}** (goal >= {GOAL}: {verdict})",
+        f"- ratio within each round (the two modes back to back), median: {paired:.3f} "
+        f"(rounds: {', '.join(f'{x:.2f}' for x in pairs)})",
         f"- dashboard refreshes during the TUI rounds: {per_second:.1f} per second; "
         f"non-200 answers seen by the load generator: {data['errors']}",
     ]
