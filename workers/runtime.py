@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloud.aws import AwsClients, AwsSettings
 from cloud.store import Store, open_store
 from engine.balancer import LoadBalancer
+from workers.analytics import AnalyticsWorker
 from workers.autoscaler import Autoscaler, AutoscaleSettings
 from workers.base import Worker
 from workers.discovery import Discovery, DiscoverySettings
@@ -104,8 +105,16 @@ def build_node(
 
 
 async def attach(gateway: Gateway, *, store: Store | None = None) -> Node:
-    """Start the workers for a running Gateway and tie their lifetime and status to it."""
+    """Start the workers for a running Gateway and tie their lifetime and status to it.
+
+    The analytics worker shares the node's store and observes every HTTP listener.
+    """
     node = build_node(gateway.config, gateway.lb, store=store)
+    analytics = AnalyticsWorker(node.store)
+    for listener in gateway.listeners:
+        if hasattr(listener.proxy, "observers"):
+            analytics.attach(listener.proxy)
+    node.workers[analytics.name] = analytics
     await node.start()
     for name, worker in node.workers.items():
         gateway.components[name] = worker.status

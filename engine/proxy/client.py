@@ -99,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self.fwd_block = b""
         self.seen_bytes = False
         self.parsing: Exchange | None = None
+        self.head_out: list[bytes] | None = None  # ``out`` of the head being parsed
         self.active: Exchange | None = None
         self.pending: deque[Exchange] = deque()
         self.paused = 0
@@ -165,6 +166,9 @@ class ClientConnection(asyncio.Protocol):
             if ex is not None:
                 if ex.tunnel and ex.upstream is not None and ex.upstream.transport is not None:
                     ex.upstream.transport.write(data)
+                    if ex.server is not None:
+                        ex.server.stats.bytes_out += len(data)
+                        self.lb.totals.bytes_out += len(data)
                 else:
                     ex.pending_body.append(data)
                     ex.pending_bytes += len(data)
@@ -248,7 +252,8 @@ class ClientConnection(asyncio.Protocol):
         if self.phase == IDLE:
             self.head_started = now
         self.phase = HEAD
-        self.parsing = Exchange(now)
+        self.parsing = ex = Exchange(now)
+        self.head_out = ex.out
 
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
@@ -259,22 +264,20 @@ class ClientConnection(asyncio.Protocol):
             raise Reject(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.parsing
-        if ex is None or self.phase != HEAD:
+        # The limits on header count and size are checked once, in on_headers_complete,
+        # before anything is forwarded; data_received bounds the bytes held meanwhile.
+        out = self.head_out
+        if out is None:
             return  # trailers of a chunked body are not forwarded
-        settings = self.settings
-        ex.header_bytes += len(name) + len(value) + 4
-        ex.nheaders += 1
-        if ex.nheaders > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
-            raise Reject(431)
         if len(name) in REQUEST_LENGTHS:
             kind = REQUEST_KINDS.get(name.lower())
             if kind == H_HOST:  # the one special header of nearly every request, inlined
-                ex.host_count += 1
-                ex.host = value
-            elif kind is not None and self._special_header(ex, kind, name, value):
+                ex = self.parsing
+                ex.host_count += 1  # type: ignore[union-attr]
+                ex.host = value  # type: ignore[union-attr]
+            elif kind is not None and self._special_header(self.parsing, kind, name, value):  # type: ignore[arg-type]
                 return
-        ex.out += (name, b": ", value, CRLF)
+        out += (name, b": ", value, CRLF)
 
     def _special_header(self, ex: Exchange, kind: int, name: bytes, value: bytes) -> bool:
         """Act on a header the proxy must understand; True when it is not forwarded as is."""
@@ -322,6 +325,18 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         self.phase = BODY
         self.head_bytes = 0
+        self.head_out = None
+        out = ex.out
+        dropped = ex.dropped
+        count = (len(out) - 4) // 4
+        # Each header counts as name + ": " + value + CRLF, as it is in ``out``.
+        size = sum(map(len, out)) - 12  # less the request line's placeholders
+        if dropped:
+            count += len(dropped)
+            size += sum(len(name) + len(value) + 4 for name, value in dropped)
+        settings = self.settings
+        if count > settings.max_headers or size > settings.max_header_bytes:
+            raise Reject(431)
         ex.method = method = parser.get_method()
         version = parser.get_http_version()
         ex.http_minor = 0 if version == "1.0" else 1
@@ -341,7 +356,6 @@ class ClientConnection(asyncio.Protocol):
         url = ex.url
         if not url or url[0] not in _PATH_START and not url.startswith((b"http://", b"https://")):
             raise Reject(400)
-        out = ex.out
         out[0] = method
         out[2] = url
         # Must be read here, not after feed_data(): llhttp resets the flags on completion.

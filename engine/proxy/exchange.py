@@ -70,11 +70,9 @@ class Exchange:
         "content_length",
         "done",
         "head",
-        "header_bytes",
         "dropped",
         "has_proto",
         "has_xhost",
-        "nheaders",
         "out",
         "path",
         "prior_fwd",
@@ -118,8 +116,6 @@ class Exchange:
         # client's order and case; the proxy's own fields are appended when it is sent.
         self.out: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\n"]
         self.dropped: list[tuple[bytes, bytes]] | None = None  # received, not forwarded as is
-        self.nheaders = 0
-        self.header_bytes = 0
         self.prior_xff: bytes | None = None  # trusted X-Forwarded-For / Forwarded values
         self.prior_fwd: bytes | None = None
         self.has_proto = False  # a trusted X-Forwarded-Proto / -Host was forwarded

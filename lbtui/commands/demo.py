@@ -10,17 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
-import ssl
 import tempfile
 from typing import Any
 
-import aiohttp
 
-from engine.config import AdminConfig, BalancerConfig, Config, HealthConfig, ListenerConfig, ServerConfig
+from engine.config import (
+    AdminConfig,
+    BalancerConfig,
+    Config,
+    HealthConfig,
+    ListenerConfig,
+    ServerConfig,
+    StoreConfig,
+)
 from engine.gateway import Gateway
 from lbtui.cli import UserError
-from lbtui.commands.run import add_common_arguments, configure_logging, run_async, serve
+from lbtui.commands.run import add_common_arguments, configure_logging, run_async, serve, start_workers
 
 MAX_BACKENDS = 64
 MAX_TRAFFIC_RPS = 2000
@@ -64,6 +69,7 @@ def demo_config(
     admin_port: int,
     algorithm: str = "consistent_hash",
     tls: tuple[str, str] | None = None,
+    store_path: str = "lbtui-demo-state.db",
 ) -> Config:
     """The demo's configuration: everything on loopback, HTTP health checks on /health."""
     try:
@@ -77,6 +83,7 @@ def demo_config(
             servers=tuple(ServerConfig(name, "127.0.0.1", p) for name, p in ports),
             health=HealthConfig(interval=2.0, timeout=1.0, rise=2, fall=2, http_path="/health"),
             admin=AdminConfig(host="127.0.0.1", port=admin_port),
+            store=StoreConfig(path=store_path),
         ).with_overrides()
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -96,10 +103,11 @@ async def demo(args: argparse.Namespace) -> int:
     handles: list[Any] = []
     with contextlib.ExitStack() as stack:
         tls: tuple[str, str] | None = None
+        # The demo's backends get fresh ports each run, so its state is fresh too.
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="lbtui-demo-"))
         if args.tls:
             from engine.proxy.tls import self_signed_pair
 
-            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="lbtui-demo-"))
             tls = await asyncio.to_thread(self_signed_pair, directory)
         try:
             for index in range(args.backends):
@@ -110,9 +118,11 @@ async def demo(args: argparse.Namespace) -> int:
                 admin_port=args.admin_port,
                 algorithm=algorithm,
                 tls=tls,
+                store_path=f"{directory}/state.db",
             )
 
             async def setup(gateway: Gateway) -> None:
+                await start_workers(gateway)
                 listener = gateway.listeners[0]
                 print(
                     f"lbtui demo: {len(handles)} backends on "
@@ -130,35 +140,18 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 async def traffic(url: str, rps: float, tls: bool, users: int = 1000) -> None:
-    """Steady keyed GETs at ``rps`` until cancelled; loopback only, each with a timeout.
+    """The simulator's zipf traffic at ``rps`` until cancelled, in bounded runs.
 
-    Keys follow a mild skew (a few heavy users), so the ring view has something to show.
+    Keys follow a zipf skew (a few heavy users), so the ring view has something to show.
     """
-    # The demo's certificate is self-signed and fresh: nothing to verify it against.
-    context: ssl.SSLContext | bool = not tls
-    timeout = aiohttp.ClientTimeout(total=5)
-    connector = aiohttp.TCPConnector(limit=64, ssl=context)
-    interval = 1.0 / rps
-    loop = asyncio.get_running_loop()
-    in_flight: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    from lbtui.traffic.simulator import run_simulation
 
-        async def one(user: int) -> None:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(f"{url}/echo", headers={"X-User": f"user-{user}"}) as response:
-                    await response.read()
-
-        try:
-            next_at = loop.time()
-            while True:
-                if len(in_flight) < 256:  # never pile up when the balancer is slow
-                    user = int(random.paretovariate(1.2)) % users
-                    task = loop.create_task(one(user))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - loop.time()))
-        finally:
-            for task in list(in_flight):
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+    stop = asyncio.Event()
+    try:
+        while True:
+            await run_simulation(
+                url + "/echo", rps=rps, duration=600.0, pattern="zipf", keys=users, clients=50,
+                key_header="X-User", verify_tls=not tls, stop=stop,
+            )
+    finally:
+        stop.set()

@@ -68,7 +68,14 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args)
     if args.headless:
         configure_logging()
-    return run_async(serve(config, headless=args.headless))
+    return run_async(serve(config, headless=args.headless, setup=start_workers))
+
+
+async def start_workers(gateway: Gateway) -> None:
+    """The store, its sync, analytics and (when configured) the AWS workers."""
+    from workers.runtime import attach
+
+    await attach(gateway)
 
 
 def configure_logging() -> None:

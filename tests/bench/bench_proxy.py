@@ -1,6 +1,7 @@
 """Proxy benchmark: lbtui against HAProxy and nginx, with wrk, in one command.
 
     python tests/bench/bench_proxy.py [--quick] [--rounds 5] [--duration 5] [--markdown FILE]
+                                      [--profile FILE] [--no-tcp] [--no-memory] [--no-reference]
 
 Why this shape: on a small shared machine the absolute figures drift by tens of percent
 from minute to minute, so every path runs in the same rounds (round 1: all paths, round
@@ -12,6 +13,8 @@ Paths (three nginx backends answering a 14-byte body, round robin over them):
   direct       wrk -> one nginx backend (the ceiling)
   haproxy      HAProxy, nbthread 1, http-reuse always, active checks every 1 s
   nginx        nginx proxy, 1 worker, upstream keepalive 64
+  minimal      a bare Protocols + httptools + uvloop proxy (minimal_proxy.py): what
+               Python can do here, the reference for lbtui's own overhead
   lbtui        lbtui's Gateway on uvloop: round robin, stats with percentiles,
                JSON access log to a file, active HTTP checks every 1 s, admin API
   haproxy-tcp  HAProxy mode tcp (wrk's HTTP carried over the L4 proxy)
@@ -20,7 +23,10 @@ Then memory: lbtui's RSS with 100 configured servers, idle, and with 10,000 idle
 connections open.
 
 Needs only the standard library; wrk, haproxy and nginx come from apt when missing
-(root), lbtui runs under the interpreter given by --python (default: this one).
+(root; policy-rc.d keeps their system services from starting), lbtui runs under the
+interpreter given by --python (default: this one, which must have lbtui installed).
+Each proxy's CPU time per request is reported too: on a shared machine it moves far
+less than requests/s, so it is the figure to trust when the load average is high.
 """
 
 from __future__ import annotations
@@ -98,26 +104,22 @@ def ensure_tools(skip_install: bool) -> dict[str, str]:
 
 
 def ensure_python(python: str) -> None:
-    """lbtui needs its dependencies and uvloop in the interpreter that runs it."""
+    """lbtui needs its own dependencies (uvloop and httptools among them) in ``python``.
+
+    They come with lbtui's installation (pyproject.toml), so a missing one means lbtui is
+    not installed in that interpreter: say how to fix it rather than pip-install into it.
+    """
     probe = "import uvloop, httptools, aiohttp, engine.gateway"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [python, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False
     )
-    if done.returncode == 0:
-        return
-    if "No module named 'uvloop'" in done.stderr or "No module named 'httptools'" in done.stderr:
-        print("installing uvloop and httptools with pip ...", flush=True)
-        subprocess.run(
-            [python, "-m", "pip", "install", "-q", "uvloop", "httptools"], timeout=600, check=False
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise BenchError(
+            f"{python} cannot run lbtui ({last}); install lbtui first (pip install -e '.[test]') "
+            "or pass --python with the interpreter of its virtualenv"
         )
-        done = subprocess.run(
-            [python, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        if done.returncode == 0:
-            return
-    last = (done.stderr.strip().splitlines() or ["?"])[-1]
-    raise BenchError(f"{python} cannot run lbtui ({last}); install it first: pip install -e '.[test]'")
 
 
 def version(argv: list[str]) -> str:
