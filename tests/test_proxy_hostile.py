@@ -122,3 +122,19 @@ async def test_silent_connection_closed_after_header_timeout(fx) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     assert await asyncio.wait_for(reader.read(), 3) == b""
     writer.close()
+
+
+async def test_oversized_head_pipelined_behind_a_small_one_is_refused() -> None:
+    """The header-size limit holds for a second request parsed from the same read."""
+    backends = await start_backends(1)
+    fx = await make_proxy(backends, ProxySettings(connect_timeout=1.0, max_header_bytes=2048))
+    try:
+        small = b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n"
+        big = b"GET /second HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"a" * 3000 + b"\r\n\r\n"
+        answer = await raw_exchange(fx.proxy.port, small + big)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"HTTP/1.1 431" in answer
+        assert [s.path for s in backends[0].seen] == ["/first"]
+    finally:
+        await fx.proxy.stop(1)
+        await backends[0].stop()

@@ -9,12 +9,17 @@ the current minute too; finished minutes are then forgotten. Retention prunes ol
 
 The rollup also carries each latency histogram (``latency``: bucket counts), so hourly
 and daily summaries can merge minutes into true percentiles rather than averaging them.
+
+For the dashboard, the worker also keeps the last hour in memory (one small summary per
+minute, refreshed when a fold touches it) and shows it in ``status()`` under ``recent``
+with the window's peak and lowest minutes. The dashboard polls status about four times a
+second, so that part is built once per fold (or minute change) and then reused.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from engine.accesslog import AccessRecord
@@ -27,6 +32,11 @@ DEFAULT_RETENTION_MINUTES = 7 * 24 * 60
 MAX_OPEN_MINUTES = 24 * 60
 #: Records kept between steps; beyond this the proxy's records are counted but dropped.
 MAX_PENDING = 2_000_000
+#: Minutes of per-minute summaries kept in memory for the dashboard (``status()["recent"]``).
+RECENT_MINUTES = 60
+#: Servers listed per recent minute; the rest are summed under ``OTHER`` to bound the status.
+RECENT_SERVERS = 50
+OTHER = "(other)"
 
 
 class RollupStore(Protocol):
@@ -102,6 +112,21 @@ class MinuteRollup:
             entry[1] += error
             entry[2].record(record.upstream_ms / 1000)
 
+    def summary(self) -> dict[str, Any]:
+        """The few figures the dashboard draws for this minute (JSON-safe, no histograms)."""
+        ranked = sorted(self.servers.items(), key=lambda item: (-item[1][0], item[0]))
+        servers = {name: entry[0] for name, entry in ranked[:RECENT_SERVERS]}
+        if len(ranked) > RECENT_SERVERS:
+            servers[OTHER] = sum(entry[0] for _, entry in ranked[RECENT_SERVERS:])
+        return {
+            "minute": self.minute,
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": ms(self.latency, 50),
+            "p99_ms": ms(self.latency, 99),
+            "servers": servers,
+        }
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "minute": self.minute,
@@ -154,6 +179,9 @@ class AnalyticsWorker(Worker):
         self.records = 0
         self.dropped = 0
         self.minutes_written = 0
+        self._recent: dict[int, dict[str, Any]] = {}  # minute -> summary, the last hour only
+        self._recent_cache: dict[str, Any] | None = None
+        self._recent_cached_for = -1  # the current minute the cache was built in
 
     def observe(self, record: AccessRecord) -> None:
         """The proxy's observer: one append, nothing else on the hot path."""
@@ -176,14 +204,18 @@ class AnalyticsWorker(Worker):
         """Move pending records into their minutes; returns how many were folded."""
         batch, self._pending = self._pending, []
         open_minutes = self._open
+        touched: set[int] = set()
         for record in batch:
             minute = int(record.time // MINUTE)
             rollup = open_minutes.get(minute)
             if rollup is None:
                 rollup = open_minutes[minute] = MinuteRollup(minute)
             rollup.add(record)
-            self._dirty.add(minute)
+            touched.add(minute)
+        self._dirty |= touched
         self.records += len(batch)
+        if touched:
+            self._remember(touched)
         while len(open_minutes) > MAX_OPEN_MINUTES:
             oldest = min(open_minutes)
             self.dropped += open_minutes.pop(oldest).requests
@@ -223,6 +255,51 @@ class AnalyticsWorker(Worker):
             self.last_error = f"final flush: {exc.__class__.__name__}: {exc}"[:300]
             self.last_error_at = time.time()
 
+    # -- the last hour, for the dashboard ----------------------------------------------
+    def _remember(self, minutes: Iterable[int]) -> None:
+        """Refresh the summaries of the minutes a fold touched, then forget the too old."""
+        for minute in minutes:
+            rollup = self._open.get(minute)
+            if rollup is not None:
+                self._recent[minute] = rollup.summary()
+        self._trim(self._window_end())
+        self._recent_cache = None
+
+    def _window_end(self) -> int:
+        current = int(self.clock() // MINUTE)
+        # A record stamped ahead of our clock (another host's clock) still shows.
+        return max(current, max(self._recent, default=current))
+
+    def _trim(self, end: int) -> None:
+        for minute in [m for m in self._recent if m <= end - RECENT_MINUTES]:
+            del self._recent[minute]
+
+    def recent(self) -> dict[str, Any]:
+        """The last hour as the dashboard shows it; built once per fold or minute change.
+
+        ``recent`` lists only minutes with traffic (the view fills the gaps with zeros
+        from ``window``). ``peak_minute`` is the busiest of them; ``lowest_minute`` the
+        quietest finished one, because the minute still running would nearly always win.
+        The returned dict is shared between calls: read it, do not change it.
+        """
+        current = int(self.clock() // MINUTE)
+        if self._recent_cache is not None and self._recent_cached_for == current:
+            return self._recent_cache
+        end = self._window_end()
+        self._trim(end)
+        minutes = [self._recent[m] for m in sorted(self._recent)]
+        finished = [m for m in minutes if m["minute"] < current]
+        peak = max(minutes, key=lambda m: (m["requests"], m["minute"]), default=None)
+        lowest = min(finished, key=lambda m: (m["requests"], m["minute"]), default=None)
+        self._recent_cache = {
+            "window": {"first": end - RECENT_MINUTES + 1, "last": end, "current": current},
+            "recent": minutes,
+            "peak_minute": _brief(peak),
+            "lowest_minute": _brief(lowest),
+        }
+        self._recent_cached_for = current
+        return self._recent_cache
+
     def details(self) -> dict[str, Any]:
         return {
             "records": self.records,
@@ -230,7 +307,13 @@ class AnalyticsWorker(Worker):
             "open_minutes": len(self._open),
             "minutes_written": self.minutes_written,
             "dropped": self.dropped,
+            **self.recent(),
         }
+
+
+def _brief(summary: Mapping[str, Any] | None) -> dict[str, int] | None:
+    return None if summary is None else {"minute": summary["minute"], "requests": summary["requests"],
+                                         "errors": summary["errors"]}
 
 
 class InMemoryRollupStore:

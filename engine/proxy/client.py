@@ -92,6 +92,9 @@ class ClientConnection(asyncio.Protocol):
         self.head_started = now
         self.idle_since = now
         self.head_bytes = 0
+        # Bytes ever fed to the parser, before the current read, and before the read in
+        # which the previous request head ended: a head lies within fed - fed_mark bytes.
+        self.fed = self.fed_before = self.fed_mark = 0
         self.good_host: bytes | None = None  # last Host value found valid on this connection
         # X-Forwarded-*/Forwarded block for the last Host seen: the same for every request
         # of a connection in the common case, so built once.
@@ -176,8 +179,11 @@ class ClientConnection(asyncio.Protocol):
                         self.pause_reading(PAUSE_BUFFER)
             return
         self.seen_bytes = True
+        size = len(data)
+        self.fed_before = self.fed
+        self.fed += size
         if self.phase != BODY:
-            self.head_bytes += len(data)
+            self.head_bytes += size
         try:
             self.parser.feed_data(data)
         except Reject as reject:
@@ -324,19 +330,24 @@ class ClientConnection(asyncio.Protocol):
             return
         parser = self.parser
         self.phase = BODY
-        self.head_bytes = 0
         self.head_out = None
         out = ex.out
         dropped = ex.dropped
-        count = (len(out) - 4) // 4
-        # Each header counts as name + ": " + value + CRLF, as it is in ``out``.
-        size = sum(map(len, out)) - 12  # less the request line's placeholders
-        if dropped:
-            count += len(dropped)
-            size += sum(len(name) + len(value) + 4 for name, value in dropped)
+        count = (len(out) - 4) // 4 + (len(dropped) if dropped else 0)
         settings = self.settings
-        if count > settings.max_headers or size > settings.max_header_bytes:
+        if count > settings.max_headers:
             raise Reject(431)
+        # The head lies within the bytes fed since the read in which the previous head
+        # ended, so its exact size is only summed when that could be over the limit.
+        if self.fed - self.fed_mark > settings.max_header_bytes:
+            # Each header counts as name + ": " + value + CRLF, as it is in ``out``.
+            size = sum(map(len, out)) - 12  # less the request line's placeholders
+            if dropped:
+                size += sum(len(name) + len(value) + 4 for name, value in dropped)
+            if size > settings.max_header_bytes:
+                raise Reject(431)
+        self.head_bytes = 0
+        self.fed_mark = self.fed_before
         ex.method = method = parser.get_method()
         version = parser.get_http_version()
         ex.http_minor = 0 if version == "1.0" else 1

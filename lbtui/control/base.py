@@ -216,6 +216,109 @@ class RequestView:
         return text + (f" (1 of {self.among})" if self.among > 1 else "")
 
 
+@dataclass(slots=True)
+class MinuteView:
+    """One minute of the analytics window (zeros for a minute without traffic)."""
+
+    minute: int  # epoch minute
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    servers: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def start(self) -> float:
+        """Epoch seconds at the start of the minute."""
+        return self.minute * 60.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MinuteView:
+        return cls(
+            minute=int(data["minute"]),
+            requests=int(data.get("requests", 0)),
+            errors=int(data.get("errors", 0)),
+            p50_ms=float(data.get("p50_ms", 0.0)),
+            p99_ms=float(data.get("p99_ms", 0.0)),
+            servers={str(k): int(v) for k, v in (data.get("servers") or {}).items()},
+        )
+
+
+@dataclass(slots=True)
+class AnalyticsView:
+    """The last hour per minute, as the analytics worker rolled it up.
+
+    ``minutes`` covers the whole window oldest first, gaps filled with zero minutes.
+    ``reason`` is empty when the figures are real, else why there are none (no worker,
+    a worker error), so the view can say so instead of drawing an empty hour.
+    """
+
+    minutes: list[MinuteView] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    peak: MinuteView | None = None
+    lowest: MinuteView | None = None
+    servers: dict[str, int] = field(default_factory=dict)  # requests per server over the window
+    current: int = 0  # the epoch minute the worker's clock is in (still being counted)
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each server's share of the window's requests, largest first."""
+        total = sum(self.servers.values())
+        ranked = sorted(self.servers.items(), key=lambda item: (-item[1], item[0]))
+        return {name: count / total for name, count in ranked} if total else {}
+
+    @classmethod
+    def unavailable(cls, reason: str) -> AnalyticsView:
+        return cls(reason=reason)
+
+    @classmethod
+    def from_status(cls, component: Any) -> AnalyticsView:
+        """From ``components["analytics"]`` of a gateway status (GET /api/status)."""
+        if component is None:
+            return cls.unavailable("no analytics worker on this balancer (it runs with the store)")
+        if not isinstance(component, Mapping):
+            return cls.unavailable(f"analytics status unreadable: {str(component)[:80]}")
+        if "recent" not in component or "window" not in component:
+            reason = component.get("error") or "this balancer's analytics worker reports no recent window"
+            return cls.unavailable(str(reason))
+        try:
+            window = component["window"]
+            first, last = int(window["first"]), int(window["last"])
+            known = {m.minute: m for m in map(MinuteView.from_dict, component["recent"] or ())}
+        except (KeyError, TypeError, ValueError) as exc:
+            return cls.unavailable(f"analytics status unreadable: {exc.__class__.__name__}")
+        minutes = [known.get(m) or MinuteView(m) for m in range(first, last + 1)]
+        servers: dict[str, int] = {}
+        for minute in minutes:
+            for name, count in minute.servers.items():
+                servers[name] = servers.get(name, 0) + count
+
+        def pick(brief: Any) -> MinuteView | None:
+            if not isinstance(brief, Mapping) or "minute" not in brief:
+                return None
+            return known.get(int(brief["minute"])) or MinuteView.from_dict(brief)
+
+        return cls(
+            minutes=minutes,
+            requests=sum(m.requests for m in minutes),
+            errors=sum(m.errors for m in minutes),
+            peak=pick(component.get("peak_minute")),
+            lowest=pick(component.get("lowest_minute")),
+            servers=servers,
+            current=int(window.get("current", last)),
+        )
+
+
 RING_EVENTS = frozenset(
     {
         "server_added",
@@ -306,6 +409,10 @@ class Control(ABC):
         Only the embedded balancer has one: the admin API does not stream requests.
         """
         return None
+
+    async def analytics(self) -> AnalyticsView:
+        """The last hour per minute from the balancer's analytics worker, or why not."""
+        return AnalyticsView.unavailable("analytics are not available through this connection")
 
     async def shutdown(self) -> None:
         """Embedded: stop the balancer gracefully. Remote: nothing (it keeps running)."""

@@ -19,6 +19,7 @@ from engine.proxy.http import HttpProxy
 from engine.maglev import Maglev
 from engine.server import Server
 from lbtui.control.base import (
+    AnalyticsView,
     Control,
     ControlError,
     EventCallback,
@@ -126,6 +127,15 @@ class InProcessControl(Control):
             else:
                 listeners = listeners or found
         return TotalsView.from_stats(stats, listeners, components)
+
+    async def analytics(self) -> AnalyticsView:
+        if self._status is None:
+            return AnalyticsView.unavailable("no analytics: this balancer runs without its workers")
+        try:
+            components = self._status().get("components") or {}
+        except Exception as exc:  # a component's bug must not break the view
+            return AnalyticsView.unavailable(f"status unavailable ({exc.__class__.__name__})")
+        return AnalyticsView.from_status(components.get("analytics"))
 
     async def ring(self, max_points: int = 4096) -> RingView:
         if self.lb.algorithm == "maglev":

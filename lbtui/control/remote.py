@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 
 from lbtui.control.base import (
+    AnalyticsView,
     Control,
     ControlError,
     Disconnected,
@@ -128,6 +129,12 @@ class RemoteControl(Control):
                 self._status = parse_status(await self._request("GET", "/api/status"))
         listeners, components = self._status
         return TotalsView.from_stats(stats, listeners, components)
+
+    async def analytics(self) -> AnalyticsView:
+        """From GET /api/status; the view asks at most once a second."""
+        status = await self._request("GET", "/api/status")
+        components = status.get("components") if isinstance(status, dict) else None
+        return AnalyticsView.from_status((components or {}).get("analytics"))
 
     async def ring(self, max_points: int = 4096) -> RingView:
         data = await self._request("GET", f"/api/ring?max_points={max_points}")
