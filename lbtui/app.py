@@ -3,7 +3,9 @@
 The app never touches engine objects: every read and every action goes through
 ``lbtui.control.base.Control``, so the same screen steers an embedded balancer or a
 remote one. A single refresh loop redraws at most four times a second, as a diff, and
-sleeps while updates are paused or a dialog is open.
+sleeps while updates are paused or a dialog is open. The analytics view (``v``) takes the
+place of the table and the ring; while it shows, only it and the totals are redrawn, it
+at most once a second (the worker's minutes change slowly).
 """
 
 from __future__ import annotations
@@ -22,9 +24,19 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
 from engine.gateway import Gateway
-from lbtui.control.base import Control, ControlError, EventView, Link, LocationView, RingView, ServerView
+from lbtui.control.base import (
+    AnalyticsView,
+    Control,
+    ControlError,
+    EventView,
+    Link,
+    LocationView,
+    RingView,
+    ServerView,
+)
 from lbtui.control.inprocess import InProcessControl
 from lbtui.widgets.add_server_modal import AddServerModal, NewServer
+from lbtui.widgets.analytics_view import AnalyticsPanel
 from lbtui.widgets.algorithm_modal import AlgorithmChoice, AlgorithmModal
 from lbtui.widgets.confirm_modal import ConfirmModal
 from lbtui.widgets.help_screen import HelpScreen
@@ -35,6 +47,7 @@ from lbtui.widgets.ring import HashRing
 from lbtui.widgets.servers_table import SORTABLE, ServersTable
 
 REFRESH_SECONDS = 0.25  # four redraws a second is plenty for eyes
+ANALYTICS_SECONDS = 1.0  # the analytics view redraws at most this often
 RING_MAX_AGE = 5.0  # refetch the ring at least this often, in case an event was missed
 RING_POINTS = 2048
 RING_MIN_WIDTH, RING_MAX_WIDTH = 24, 48
@@ -43,7 +56,12 @@ TABLE_FULL_WIDTH = 113  # every column at a comfortable width, plus the scrollba
 # Actions on the selected server or the balancer: disabled while a dialog is open.
 OPERATOR_ACTIONS = frozenset(
     {"fail", "maint", "drain", "ready", "weight_up", "weight_down", "add_server", "remove_server",
-     "algorithm", "key_finder", "filter", "sort", "sort_reverse", "pause"}
+     "algorithm", "key_finder", "filter", "sort", "sort_reverse", "pause", "analytics"}
+)
+# Actions on the servers table: off (and out of the footer) while analytics hides it.
+TABLE_ACTIONS = frozenset(
+    {"fail", "maint", "drain", "ready", "weight_up", "weight_down", "remove_server", "filter", "sort",
+     "sort_reverse"}
 )
 
 
@@ -71,6 +89,7 @@ class LbtuiApp(App[None]):
         Binding("g", "algorithm", "Algorithm", id="algorithm"),
         Binding("e", "key_finder", "Find key", id="key_finder"),
         Binding("slash", "filter", "Filter", id="filter", key_display="/"),
+        Binding("v", "analytics", "Analytics", id="analytics"),
         Binding("s", "sort", "Sort", id="sort", show=False),
         Binding("S", "sort_reverse", "Reverse sort", id="sort_reverse", show=False),
         Binding("p,space", "pause", "Pause", id="pause"),
@@ -93,6 +112,8 @@ class LbtuiApp(App[None]):
         "filter": "Filter the servers table",
         "sort": "Sort by the next column",
         "sort_reverse": "Reverse the sort order",
+        "analytics": "Analytics: requests per minute over the last hour, errors, p50/p99, peak, lowest, "
+                     "server shares (v again: back to the servers)",
         "pause": "Pause or resume live updates",
         "help": "Show this help",
         "quit": "Quit (embedded: stops the balancer gracefully, asks first)",
@@ -127,6 +148,8 @@ class LbtuiApp(App[None]):
         self._ring_view = RingView()
         self._availability: dict[str, bool] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._analytics_at = -1e9
+        self._analytics_shown = False
         self.last_key = ""
 
     # -- layout ---------------------------------------------------------------------------
@@ -142,6 +165,9 @@ class LbtuiApp(App[None]):
             with Vertical(id="ring-pane") as ring_pane:
                 ring_pane.border_title = "hash ring"
                 yield HashRing(self.colours, id="ring")
+        with Vertical(id="analytics-pane") as analytics_pane:
+            analytics_pane.border_title = "analytics: last hour per minute (v: back)"
+            yield AnalyticsPanel(self.colours, self._minute_clock, id="analytics")
         yield LogPane(clock=self.log_clock, id="log")
         yield Footer()
 
@@ -156,6 +182,19 @@ class LbtuiApp(App[None]):
     @property
     def log_pane(self) -> LogPane:
         return self.query_one(LogPane)
+
+    @property
+    def analytics_panel(self) -> AnalyticsPanel:
+        return self.query_one(AnalyticsPanel)
+
+    @property
+    def analytics_shown(self) -> bool:
+        """True while the analytics view stands in for the table and the ring."""
+        return self._analytics_shown
+
+    def _minute_clock(self, at: float) -> str:
+        """A minute's label in the log's clock (its HH:MM), so the two read alike."""
+        return self.log_clock(at)[:5]
 
     async def on_mount(self) -> None:
         self.table.focus()
@@ -211,10 +250,15 @@ class LbtuiApp(App[None]):
     async def refresh_now(self) -> None:
         """One refresh: fetch, then apply everything inside a single batch update."""
         ring: RingView | None = None
+        analytics: AnalyticsView | None = None
+        shown = self.analytics_shown
         try:
             servers, totals = await self.control.snapshot()
             now = time.monotonic()
-            if self._ring_dirty or now - self._ring_at > RING_MAX_AGE:
+            if shown and now - self._analytics_at >= ANALYTICS_SECONDS:
+                self._analytics_at = now
+                analytics = await self._fetch_analytics()
+            if not shown and (self._ring_dirty or now - self._ring_at > RING_MAX_AGE):
                 self._ring_dirty = False
                 ring = await self.control.ring(RING_POINTS)
                 self._ring_at = now
@@ -227,14 +271,23 @@ class LbtuiApp(App[None]):
         self.views = {s.name: s for s in servers}
         availability = {s.name: s.available for s in servers}
         with self.batch_update():
-            self.table.show(servers)
             self.query_one("#totals").show(totals, link=self.link.value, paused=self.paused)  # type: ignore[attr-defined]
-            if ring is not None or availability != self._availability:
+            if analytics is not None:
+                self.analytics_panel.show(analytics)
+            if not shown:
+                self.table.show(servers)
+            if not shown and (ring is not None or availability != self._availability):
                 self._ring_view = ring or self._ring_view
                 self._availability = availability
                 self.ring.show(self._ring_view, availability)
             self._flush_events()
         self.refreshes += 1
+
+    async def _fetch_analytics(self) -> AnalyticsView:
+        try:
+            return await self.control.analytics()
+        except ControlError as exc:
+            return AnalyticsView.unavailable(str(exc))
 
     def _flush_events(self) -> None:
         log = self.log_pane
@@ -247,6 +300,8 @@ class LbtuiApp(App[None]):
     # -- operator actions -----------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in OPERATOR_ACTIONS and self._dialog_open():
+            return False
+        if action in TABLE_ACTIONS and self.analytics_shown:
             return False
         return True
 
@@ -382,6 +437,20 @@ class LbtuiApp(App[None]):
         table.set_sort(table.sort_column, not table.sort_reverse)
         self.log_pane.action(f"sort by {table.sort_column}{' (reversed)' if table.sort_reverse else ''}")
 
+    def action_analytics(self) -> None:
+        """Swap the servers table and ring for the analytics view, or back."""
+        show = self._analytics_shown = not self._analytics_shown
+        self.query_one("#body").display = not show
+        self.query_one("#analytics-pane").display = show
+        if show:
+            self._analytics_at = -1e9  # draw at once, then at most once a second
+        else:
+            self._ring_dirty = True  # the ring was not kept current while hidden
+            self.table.focus()
+        self.log_pane.action("show analytics" if show else "show servers")
+        self.refresh_bindings()
+        self.wake()
+
     def action_pause(self) -> None:
         self.paused = not self.paused
         self.log_pane.action("pause updates" if self.paused else "resume updates")
@@ -427,7 +496,9 @@ class LbtuiApp(App[None]):
             return
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            if binding.action in self.DESCRIPTIONS and binding.action != "quit":
+            if binding.action in self.DESCRIPTIONS and binding.action != "quit" and self.check_action(
+                binding.action, ()
+            ):
                 yield SystemCommand(
                     f"{binding.description} ({self.get_key_display(Binding(binding.key.split(',')[0], ''))})",
                     self.DESCRIPTIONS[binding.action],

@@ -8,17 +8,21 @@ engine. Run ``python -m lbtui.screenshots [DIR]`` to rewrite the screenshots.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from engine.accesslog import AccessRecord
 from engine.balancer import LoadBalancer
 from engine.server import Server
 from lbtui.app import LbtuiApp
 from lbtui.control.base import EventCallback, EventView, ServerView, TotalsView
 from lbtui.control.inprocess import InProcessControl
+from workers.analytics import AnalyticsWorker, InMemoryRollupStore
+from workers.base import WorkerState
 
 SIZE = (120, 36)
 DEMO_KEY = "user-1842"
@@ -40,6 +44,36 @@ SCRIPT = (
     ("weight_changed", "web-1", {"old": 2, "new": 3}, "strategist"),
     ("store_synced", None, {"servers": 6}, "store"),
 )
+
+
+ANALYTICS_NOW = EPOCH + 3600 + 30  # 01:00:30 UTC: the demo hour is 00:01 to 01:00
+SHARES = {"web-1": 6, "web-2": 4, "web-3": 3, "web-5": 2, "web-6": 1}
+
+
+def demo_analytics() -> AnalyticsWorker:
+    """A real analytics worker fed an hour of made-up but deterministic traffic.
+
+    A slow wave (lowest at 00:33) with a burst at 00:41 (the peak, with 5xx), a dip at
+    00:17, a few minutes with errors, and web-4 gone since it went down at 00:30.
+    """
+    worker = AnalyticsWorker(InMemoryRollupStore(), clock=lambda: ANALYTICS_NOW)
+    first = int(EPOCH // 60) + 1
+    for i in range(60):
+        minute = first + i
+        count = int(90 + 60 * math.sin(i / 7) + (180 if i == 40 else 0) - (70 if i == 16 else 0))
+        count = count // 3 if i == 59 else count  # the minute still running
+        errors = {40: 9, 23: 2, 52: 1}.get(i, 0)
+        names = [n for n, share in SHARES.items() for _ in range(share)] + (["web-4"] * 2 if i < 30 else [])
+        for n in range(count):
+            server = names[(n * 7 + i) % len(names)]
+            slow = 0.0 if n % 40 else 25.0 + (i % 9)
+            total = 2.0 + (i % 11) * 0.3 + slow + (40.0 if i == 40 and n % 5 == 0 else 0.0)
+            status = 503 if n < errors else 200
+            worker.observe(AccessRecord(minute * 60 + n * 59 / max(count, 1), "127.0.0.1", "GET", "/books",
+                                        status, server, 0, 512, total * 0.9, total))
+    worker.fold()
+    worker.state = WorkerState.RUNNING  # frozen demo: shown as the running worker it stands for
+    return worker
 
 
 def demo_balancer() -> LoadBalancer:
@@ -89,11 +123,12 @@ def demo_clock(at: float) -> str:
 
 
 def demo_app() -> LbtuiApp:
+    analytics = demo_analytics()
     control = DemoControl(
         demo_balancer(),
         listeners=("http://127.0.0.1:8080",),
         status=lambda: {"components": {"store": {"state": "sqlite"}, "health": {"state": "running"},
-                                       "strategist": {"state": "off"}}},
+                                       "strategist": {"state": "off"}, "analytics": analytics.status()}},
     )
     return LbtuiApp(control, title="lbtui demo", log_clock=demo_clock)
 
@@ -125,15 +160,27 @@ async def open_key_finder(app: LbtuiApp, pilot: object, key: str = DEMO_KEY) -> 
                  and app.screen.location.key == key)
 
 
+async def open_analytics(app: LbtuiApp, pilot: object) -> None:
+    from textual.pilot import Pilot
+
+    assert isinstance(pilot, Pilot)
+    await settle(app, pilot)
+    draws = app.analytics_panel.draws
+    await pilot.press("v")
+    await settle(app, pilot, lambda: app.analytics_panel.draws > draws)
+
+
 async def write_screenshots(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("main", "key_finder", "help"):
+    for name in ("main", "key_finder", "help", "analytics"):
         app = demo_app()
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             if name == "key_finder":
                 await open_key_finder(app, pilot)
+            elif name == "analytics":
+                await open_analytics(app, pilot)
             elif name == "help":
                 await pilot.press("question_mark")
                 await pilot.pause(0.1)

@@ -527,6 +527,7 @@ def hold_connections(port: int, count: int, pid: int, base_fds: int) -> dict[str
     while fd_count(pid) > base_fds + 50 and time.monotonic() < deadline:
         time.sleep(0.1)
     result["rss_closed"] = rss_mib(pid)
+    result["fds_closed"] = fd_count(pid)
     return result
 
 
@@ -860,7 +861,7 @@ def run(args: argparse.Namespace, workdir: Path, children: Children) -> int:
             f"  same, after one request each:      {memory['rss_keepalive']:.1f} MiB "
             f"({memory['answered']:,.0f} answered 200, sent at once; {memory['fds_keepalive']:.0f} fds: lbtui now "
             f"also keeps ~{memory['fds_keepalive'] - memory['fds_open']:,.0f} idle upstream connections)\n"
-            f"  all closed again:                  {memory['rss_closed']:.1f} MiB"
+            f"  client connections closed again:   {memory['rss_closed']:.1f} MiB ({memory['fds_closed']:.0f} fds)"
         )
 
     elapsed = time.monotonic() - began
@@ -1050,7 +1051,10 @@ def markdown(
             f"uvloop {env['uvloop']}, httptools {env['httptools']}."
         ),
         "",
-        f"Load average (1 min): {env['load']}.",
+        (
+            f"Load average (1 min): {env['load']}; above the CPU count, other work shared the CPUs during the run, "
+            "which moves requests/s and p99 from round to round more than CPU µs/req."
+        ),
         "",
         (
             "lbtui runs its production path (`Config` -> `Gateway`, `tests/bench/lbtui_bench_server.py`) on uvloop in one "
@@ -1104,7 +1108,10 @@ def markdown(
                 f"keeps ~{memory['fds_keepalive'] - memory['fds_open']:,.0f} idle upstream connections, at most "
                 f"`pool_size` 64 per server) | {memory['rss_keepalive']:.1f} MiB | {memory['fds_keepalive']:.0f} |"
             ),
-            f"| all closed again | {memory['rss_closed']:.1f} MiB | |",
+            (
+                f"| client connections closed again (idle upstream connections stay pooled until `idle_timeout`; "
+                f"CPython keeps freed memory for reuse) | {memory['rss_closed']:.1f} MiB | {memory['fds_closed']:.0f} |"
+            ),
             "",
         ]
     out += [
@@ -1115,6 +1122,15 @@ def markdown(
     ]
     for row in rows.values():
         out.append(f"| {row.path.name} | " + " | ".join(fmt_int(s.rps) for s in row.samples) + " |")
+    out += [
+        "",
+        "Per round (p99):",
+        "",
+        "| path | " + " | ".join(f"r{i + 1}" for i in range(args.rounds)) + " |",
+        "|---|" + "---:|" * args.rounds,
+    ]
+    for row in rows.values():
+        out.append(f"| {row.path.name} | " + " | ".join(fmt_ms(s.p99_ms) for s in row.samples) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -321,12 +321,14 @@ def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str) -> N
         )
     print(f"in-process (no sockets): requests={total} rounds={rounds}")
     for kind in kinds:
-        print(f"{kind:<12} {statistics.median(results[kind]):10.2f} us/req   {', '.join(f'{x:.2f}' for x in results[kind])}")
+        rounds = ", ".join(f"{x:.2f}" for x in results[kind])
+        print(f"{kind:<12} median {statistics.median(results[kind]):6.2f}  min {min(results[kind]):6.2f} us/req   {rounds}")
     if "baseline" in results:
         base = statistics.median(results["baseline"])
         for kind in kinds:
             if kind != "baseline":
-                print(f"ratio {kind}/baseline: {statistics.median(results[kind]) / base:.2f}")
+                ratio = statistics.median(results[kind]) / base
+                print(f"ratio {kind}/baseline: {ratio:.2f} (of minimums {min(results[kind]) / min(results['baseline']):.2f})")
 
 
 # -- load generator -------------------------------------------------------------------------

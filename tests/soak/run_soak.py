@@ -11,8 +11,9 @@ reload the config (SIGHUP), drain and ready a server through the admin API, make
 backend fail half its requests for 10 s. The lbtui process's RSS and open descriptors
 are sampled every few seconds; the report gives start (after warm-up) and end (after
 traffic stopped and idle connections were reclaimed) and exits non-zero when memory or
-descriptors grew beyond a small allowance, or an idempotent request failed outside a
-fault window that allows it.
+descriptors grew beyond a small allowance. Client errors are counted and reported, not
+judged: the stall (504, never retried) and the error-rate fault (500s) cause some by
+design; the fast suite asserts the zero-error cases.
 """
 
 from __future__ import annotations
