@@ -45,19 +45,49 @@ class AccessRecord:
         durations to the microsecond in ms), and the strings that repeat (client, method,
         server) are quoted once and remembered.
         """
-        server = self.server
-        return _LINE % (
+        return _line(
             self.time,
-            _quoted(self.client),
-            _quoted(self.method),
-            _quote(self.path),
+            self.client,
+            self.method,
+            self.path,
             self.status,
-            "null" if server is None else _quoted(server),
+            self.server,
             self.bytes_in,
             self.bytes_out,
             self.upstream_ms,
             self.total_ms,
         )
+
+
+# An access record's fields in AccessRecord's order, as the proxy hands them over when
+# nobody needs the record object itself (no observers): one tuple, formatted later.
+RecordValues = tuple[float, str, str, str, int, "str | None", int, int, float, float]
+
+
+def _line(
+    time: float,
+    client: str,
+    method: str,
+    path: str,
+    status: int,
+    server: str | None,
+    bytes_in: int,
+    bytes_out: int,
+    upstream_ms: float,
+    total_ms: float,
+) -> str:
+    return _LINE % (
+        time,
+        _quoted(client),
+        _quoted(method),
+        _quote(path),
+        status,
+        "null" if server is None else _quoted(server),
+        bytes_in,
+        bytes_out,
+        upstream_ms,
+        total_ms,
+    )
 
 
 _LINE = (
@@ -92,7 +122,7 @@ class AccessLog:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the writer thread
         self._size = self._file.tell()
         self._closed = False
-        self._batch: list[AccessRecord] = []
+        self._batch: list[AccessRecord | RecordValues] = []
         self._armed = False  # a hand-off of the batch is scheduled on the event loop
         self._thread = threading.Thread(target=self._run, name="lbtui-accesslog", daemon=True)
         self._thread.start()
@@ -106,13 +136,27 @@ class AccessLog:
         if len(batch) >= BATCH_SIZE:
             self._handoff()
         elif not self._armed:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop (a script, a thread): hand it over now
-                self._handoff()
-                return
-            self._armed = True
-            loop.call_later(BATCH_SECONDS, self._timer)
+            self._arm()
+
+    def write_values(self, values: RecordValues) -> None:
+        """``write`` for a record given as its field values: no object built on the loop."""
+        if self._closed:
+            return
+        batch = self._batch
+        batch.append(values)
+        if len(batch) >= BATCH_SIZE:
+            self._handoff()
+        elif not self._armed:
+            self._arm()
+
+    def _arm(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a script, a thread): hand it over now
+            self._handoff()
+            return
+        self._armed = True
+        loop.call_later(BATCH_SECONDS, self._timer)
 
     def _timer(self) -> None:
         self._armed = False
@@ -153,7 +197,10 @@ class AccessLog:
             stop = False
             while True:
                 if type(item) is list:
-                    lines += [record.to_json() for record in item]
+                    lines += [
+                        _line(*record) if type(record) is tuple else record.to_json()  # type: ignore[union-attr]
+                        for record in item
+                    ]
                 elif item is _STOP:
                     stop = True
                 elif isinstance(item, threading.Event):

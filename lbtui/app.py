@@ -438,7 +438,10 @@ class LbtuiApp(App[None]):
         self.log_pane.action(f"sort by {table.sort_column}{' (reversed)' if table.sort_reverse else ''}")
 
     def action_analytics(self) -> None:
-        """Swap the servers table and ring for the analytics view, or back."""
+        """Swap the servers table and ring for the analytics view, or back.
+
+        Not logged: like opening the help, it changes what is seen, not the balancer.
+        """
         show = self._analytics_shown = not self._analytics_shown
         self.query_one("#body").display = not show
         self.query_one("#analytics-pane").display = show
@@ -447,7 +450,6 @@ class LbtuiApp(App[None]):
         else:
             self._ring_dirty = True  # the ring was not kept current while hidden
             self.table.focus()
-        self.log_pane.action("show analytics" if show else "show servers")
         self.refresh_bindings()
         self.wake()
 

@@ -114,3 +114,76 @@ async def test_observer_registers_on_a_proxy_and_is_only_an_append() -> None:
     assert worker.status()["pending"] == 1 and worker.status()["records"] == 0
     worker.detach(proxy)
     assert proxy.observers == []
+
+
+async def test_status_keeps_the_last_hour_with_its_peak_and_lowest_minute() -> None:
+    import json
+
+    clock = Clock(BASE + 70 * 60 + 10)  # inside minute 70; minutes 0..9 fall out of the hour
+    worker = AnalyticsWorker(InMemoryRollupStore(), clock=clock)
+    for minute in range(71):
+        count = 1 + minute % 7 + (20 if minute == 40 else 0)
+        for n in range(count):
+            status = 503 if (minute == 40 and n < 3) else 200
+            worker.observe(record(BASE + minute * 60 + n, status=status, server="a" if n % 3 else "b", ms=2 + n))
+    await worker.flush()
+    status = worker.status()
+    json.dumps(status)  # the admin API serves it as it is
+    first = BASE // 60
+    assert status["window"] == {"first": first + 11, "last": first + 70, "current": first + 70}
+    recent = status["recent"]
+    assert [m["minute"] - first for m in recent] == list(range(11, 71))
+    docs = {d["minute"]: d for d in await worker.store.list_rollups(0)}
+    for summary in recent:  # the same figures the store keeps
+        doc = docs[summary["minute"]]
+        assert (summary["requests"], summary["errors"], summary["p50_ms"], summary["p99_ms"]) == (
+            doc["requests"], doc["errors"], doc["p50_ms"], doc["p99_ms"])
+        assert summary["servers"] == {name: s["requests"] for name, s in doc["servers"].items()}
+    assert status["peak_minute"] == {"minute": first + 40, "requests": 1 + 40 % 7 + 20, "errors": 3}
+    # The quietest finished minute: minute 70 is still running (and has 1 request) so it does not count.
+    assert status["lowest_minute"] == {"minute": first + 14, "requests": 1, "errors": 0}
+
+
+async def test_recent_is_built_once_per_fold_and_follows_the_clock() -> None:
+    clock = Clock(BASE + 30)
+    worker = AnalyticsWorker(InMemoryRollupStore(), clock=clock)
+    worker.observe(record(BASE + 1))
+    worker.fold()
+    cached = worker.status()["recent"]
+    assert worker.status()["recent"] is cached  # polled four times a second: not rebuilt
+    worker.fold()  # nothing new: still the same
+    assert worker.status()["recent"] is cached
+    worker.observe(record(BASE + 2))
+    worker.fold()
+    assert worker.status()["recent"] is not cached and worker.status()["recent"][0]["requests"] == 2
+    clock.now = BASE + 61 * 60  # an hour later without traffic: the minute leaves the window
+    status = worker.status()
+    assert status["recent"] == [] and status["peak_minute"] is None and status["lowest_minute"] is None
+    assert status["window"]["last"] == BASE // 60 + 61
+
+
+def test_recent_minutes_list_at_most_the_busiest_servers() -> None:
+    from workers.analytics import OTHER, RECENT_SERVERS
+
+    worker = AnalyticsWorker(InMemoryRollupStore(), clock=Clock(BASE + 30))
+    for i in range(RECENT_SERVERS + 5):
+        for _ in range(2 if i < RECENT_SERVERS else 1):
+            worker.observe(record(BASE + 1, server=f"s{i:03d}"))
+    worker.fold()
+    servers = worker.status()["recent"][0]["servers"]
+    assert len(servers) == RECENT_SERVERS + 1 and servers[OTHER] == 5
+    assert sum(servers.values()) == worker.status()["recent"][0]["requests"]
+
+
+async def test_first_write_waits_an_interval_and_a_stop_still_flushes() -> None:
+    import asyncio
+
+    store = InMemoryRollupStore()
+    worker = AnalyticsWorker(store, interval=30.0, clock=Clock(BASE + 30))
+    worker.start()
+    worker.observe(record(BASE + 1))
+    await asyncio.sleep(0)  # the task is in its first wait, not writing
+    assert worker.runs == 0 and store.rollups == {}
+    async with asyncio.timeout(3):  # stop cuts the wait short, and teardown writes what is left
+        await worker.stop()
+    assert [d["requests"] for d in await store.list_rollups(0)] == [1]

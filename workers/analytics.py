@@ -242,6 +242,15 @@ class AnalyticsWorker(Worker):
         self._last_prune = current
         return await self.store.prune_rollups(current - self.retention_minutes)
 
+    async def setup(self) -> None:
+        """Hold the first write back one interval.
+
+        The store sync worker connects the shared store when the node starts; a write
+        before that fails and shows a spurious error with a backoff. Records keep folding
+        into the dashboard's window either way (``fold`` runs before any write).
+        """
+        await self._pause(self.interval, self._stopping)
+
     async def step(self) -> None:
         await self.flush()
         if int(self.clock() // MINUTE) != self._last_prune:

@@ -30,7 +30,6 @@ from engine.proxy.headers import (
     H_UPGRADE,
     H_XFF,
     H_XPROTO,
-    HOP_BY_HOP,
     IDEMPOTENT,
     PLAIN_TOKENS,
     REQUEST_KINDS,
@@ -638,7 +637,9 @@ class ClientConnection(asyncio.Protocol):
                     kept += out[index : index + 4]
                     length_known = length_known or lower == b"content-length"
             out = kept
-        status_line = _STATUS_200 if status == 200 and reason == b"OK" else b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        status_line = (
+            _STATUS_200 if status == 200 and reason == b"OK" else b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        )
         if status < 200 and status != 101:
             if ex.http_minor == 1:  # interim (100 Continue, 103 Early Hints): relay as is
                 self._send(b"".join([status_line, *out, CRLF]))
@@ -820,11 +821,10 @@ class ClientConnection(asyncio.Protocol):
             self._start(nxt)
 
     def _record(self, ex: Exchange) -> None:
-        now = self.pool.now
-        server = ex.server
-        method = ex.method
         proxy = self.proxy
-        record = AccessRecord(
+        method = ex.method
+        server = ex.server
+        values = (
             ex.started + proxy.wall_offset,
             self.ip,
             _METHODS.get(method) or method.decode("latin-1"),
@@ -834,12 +834,12 @@ class ClientConnection(asyncio.Protocol):
             ex.bytes_in,
             ex.bytes_out,
             ex.upstream_ms,
-            (now - ex.started) * 1000.0,
+            (self.pool.now - ex.started) * 1000.0,
         )
         if proxy.observers:
-            proxy.publish(record)
+            proxy.publish(AccessRecord(*values))
         else:
-            proxy.access_log.write(record)  # type: ignore[union-attr]  # _finish checked
+            proxy.access_log.write_values(values)  # type: ignore[union-attr]  # _finish checked
 
     def _reject(self, status: int) -> None:
         """A malformed or oversized request: an error answer and a closed connection."""

@@ -191,7 +191,13 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         client = self.client
         if client is not None:
-            client.response_body(self, body)
+            ex = client.active
+            if client.batching and ex is not None and ex.upstream is self and not ex.resp_chunked:
+                # response_body's usual case, inlined: queue the bytes for the one writev.
+                ex.bytes_out += len(body)
+                client.outq.append(body)
+            else:
+                client.response_body(self, body)
 
     def on_message_complete(self) -> None:
         # should_keep_alive() must be read here: llhttp resets its flags once the
@@ -207,7 +213,9 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections per server, at most ``size`` each."""
 
-    def __init__(self, size: int = 64, idle_timeout: float = 60.0, totals: TrafficStats | None = None) -> None:
+    def __init__(
+        self, size: int = 64, idle_timeout: float = 60.0, totals: TrafficStats | None = None
+    ) -> None:
         self.size = size
         self.idle_timeout = idle_timeout
         # Keyed by id(server), which is Server's own hash, without a Python-level __hash__

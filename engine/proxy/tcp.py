@@ -15,7 +15,6 @@ import contextlib
 import logging
 import ssl
 import time
-
 from collections.abc import Callable
 
 from engine.accesslog import AccessLog, AccessRecord

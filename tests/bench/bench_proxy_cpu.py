@@ -15,7 +15,13 @@ rounds and the ratio lbtui/baseline are printed.
   round robin or consistent hashing on the client IP, stats with percentiles, a JSON
   access log to a temporary file, X-Forwarded-*/Forwarded added.
 
+``--inprocess`` drives the same proxies by direct calls on null transports (no sockets,
+no load generator): the Python cost alone, far less noisy than the socket rounds,
+which also carry the kernel's share (two reads and two writes per request, the same
+for every proxy). ``--no-access-log`` runs lbtui without its access log.
+
     python tests/bench/bench_proxy_cpu.py [--requests 20000] [--connections 50] [--rounds 5]
+    python tests/bench/bench_proxy_cpu.py --inprocess [--rounds 7]
     python tests/bench/bench_proxy_cpu.py --profile /tmp/lbtui.prof   # cProfile of lbtui-hash
 """
 
@@ -197,7 +203,9 @@ def _run_proxy(kind: str, backend_port: int, control: Connection, log_dir: str, 
         if kind == "baseline":
             port = await _start_baseline(backend_port)
         else:
-            port, _ = await _start_lbtui(backend_port, "round_robin" if kind == "lbtui-rr" else "consistent_hash", log_dir)
+            port, _ = await _start_lbtui(
+                backend_port, "round_robin" if kind == "lbtui-rr" else "consistent_hash", log_dir
+            )
         stop = loop.create_future()
 
         def answer() -> None:
@@ -316,19 +324,25 @@ def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str) -> N
         import cProfile
 
         cProfile.runctx(
-            "asyncio.run(_inprocess('lbtui-hash', total, log_dir))", globals(), {"total": total, "log_dir": log_dir,
-            "asyncio": asyncio, "_inprocess": _inprocess}, profile
+            "asyncio.run(_inprocess('lbtui-hash', total, log_dir))",
+            globals(),
+            {"total": total, "log_dir": log_dir, "asyncio": asyncio, "_inprocess": _inprocess},
+            profile,
         )
     print(f"in-process (no sockets): requests={total} rounds={rounds}")
     for kind in kinds:
         rounds = ", ".join(f"{x:.2f}" for x in results[kind])
-        print(f"{kind:<12} median {statistics.median(results[kind]):6.2f}  min {min(results[kind]):6.2f} us/req   {rounds}")
+        print(
+            f"{kind:<12} median {statistics.median(results[kind]):6.2f}  min {min(results[kind]):6.2f} us/req   {rounds}"
+        )
     if "baseline" in results:
         base = statistics.median(results["baseline"])
         for kind in kinds:
             if kind != "baseline":
                 ratio = statistics.median(results[kind]) / base
-                print(f"ratio {kind}/baseline: {ratio:.2f} (of minimums {min(results[kind]) / min(results['baseline']):.2f})")
+                print(
+                    f"ratio {kind}/baseline: {ratio:.2f} (of minimums {min(results[kind]) / min(results['baseline']):.2f})"
+                )
 
 
 # -- load generator -------------------------------------------------------------------------
@@ -405,10 +419,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="baseline,lbtui-rr,lbtui-hash", help="comma-separated proxies to run")
+    parser.add_argument(
+        "--only", default="baseline,lbtui-rr,lbtui-hash", help="comma-separated proxies to run"
+    )
     parser.add_argument("--profile", default="", help="write a cProfile of lbtui-hash's measured rounds here")
-    parser.add_argument("--inprocess", action="store_true", help="drive the proxies by direct calls, no sockets")
+    parser.add_argument(
+        "--inprocess", action="store_true", help="drive the proxies by direct calls, no sockets"
+    )
+    parser.add_argument("--no-access-log", action="store_true", help="run lbtui without its access log")
     args = parser.parse_args()
+    if args.no_access_log:
+        os.environ["BENCH_NOLOG"] = "1"  # read by the proxy processes, which inherit it
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     if args.inprocess:
         _run_inprocess(kinds, args.requests, args.rounds, args.profile)
@@ -427,7 +448,9 @@ def main() -> None:
         for kind in kinds:
             mine, theirs = ctx.Pipe()
             profile = args.profile if kind == "lbtui-hash" else ""
-            proc = ctx.Process(target=_run_proxy, args=(kind, backend_port, theirs, log_dir, profile), daemon=True)
+            proc = ctx.Process(
+                target=_run_proxy, args=(kind, backend_port, theirs, log_dir, profile), daemon=True
+            )
             proc.start()
             if not mine.poll(30):
                 raise RuntimeError(f"{kind} did not start")
@@ -461,7 +484,9 @@ def main() -> None:
     print(f"{'proxy':<12} {'CPU us/req':>10} {'req/s':>9}   CPU us/req per round")
     for kind in kinds:
         rounds = ", ".join(f"{x:.1f}" for x in cpu[kind])
-        print(f"{kind:<12} {statistics.median(cpu[kind]):10.1f} {statistics.median(rps[kind]):9,.0f}   {rounds}")
+        print(
+            f"{kind:<12} {statistics.median(cpu[kind]):10.1f} {statistics.median(rps[kind]):9,.0f}   {rounds}"
+        )
     if "baseline" in cpu:
         base = statistics.median(cpu["baseline"])
         for kind in kinds:
