@@ -170,11 +170,11 @@ class Gateway:
 
     async def _start_listener(self, spec: ListenerConfig, settings: ProxySettings) -> Listener:
         context = server_context(spec.tls_cert, spec.tls_key) if spec.tls_cert and spec.tls_key else None
-        # The TCP proxy has no requests to log, only connections: no access log there.
+        # The TCP proxy logs one record per connection.
         proxy = (
             HttpProxy(self.lb, settings, self.access_log)
             if spec.mode == "http"
-            else TcpProxy(self.lb, settings)
+            else TcpProxy(self.lb, settings, self.access_log)
         )
         await proxy.start(spec.host, spec.port, context)
         return Listener(spec, proxy)

@@ -78,6 +78,11 @@ class ConsistentHashPolicy(Policy):
         if candidates is not self._for:
             self._for, self._by_name = candidates, {s.name: s for s in candidates}
         by_name = self._by_name
+        if not self.balance_factor:
+            # The owner usually can serve: one lookup, no generator.
+            server = by_name.get(self.ring.get_node(key))  # type: ignore[arg-type]
+            if server is not None:
+                return server
         cap = math.inf
         if self.balance_factor:
             in_flight = self.in_flight() if self.in_flight else sum(s.active_connections for s in candidates)
