@@ -256,7 +256,7 @@ async def test_quit_embedded_confirms_then_shuts_down_gracefully() -> None:
     assert app.return_code == 0
 
 
-async def test_hundred_servers_refresh_diffs_rows_and_keys_answer_fast() -> None:
+async def test_hundred_servers_refresh_diffs_rows_and_keys_still_act() -> None:
     lb = make_lb(100)
     app = LbtuiApp(InProcessControl(lb))
     async with app.run_test(size=SIZE) as pilot:
@@ -268,10 +268,9 @@ async def test_hundred_servers_refresh_diffs_rows_and_keys_answer_fast() -> None
         await until(pilot, lambda: app.refreshes >= before + 3)
         assert set(table.rows) == row_keys  # same row objects: updated, never rebuilt
         assert table.selected == "web-3"
-        started = time.monotonic()
         await pilot.press("d")
+        # Key latency is a benchmark figure (tests/bench/bench_tui_overhead.py), not asserted here.
         await until(pilot, lambda: lb.require("web-3").admin_state is AdminState.DRAIN)
-        assert time.monotonic() - started < 1.0  # generous in CI; the target is 100 ms
 
 
 async def test_run_embedded_closes_and_stops_the_gateway_when_a_stop_is_requested() -> None:
