@@ -151,6 +151,9 @@ class LoadBalancer:
         self.panic = False
         self.in_flight = 0
         self.totals = TrafficStats()
+        self.totals.source = self.flush  # reading the totals folds every server's pending figures
+        self._second_end = 0.0  # end of the second the request counters are open for
+        self._ewma = False  # PeakEwma figures are kept only while that policy is active
         self.sticky = sticky
         self.affinity = SessionAffinity(sticky_method, session_ttl, resolve=self.get_server) if sticky else None
         for server in servers:
@@ -158,6 +161,7 @@ class LoadBalancer:
         # The ring is always kept, whatever the policy: IP stickiness, the key finder and
         # the dashboard's ring view all read it.
         self.ring = ConsistentHashPolicy(self.servers)
+        self._ewma = False
         self.algorithm = canonical_algorithm(algorithm)
         self.policy = self._make_policy(self.algorithm)
         self._generation = -1
@@ -171,6 +175,7 @@ class LoadBalancer:
             raise ValueError(f"a server named {server.name!r} already exists")
         self.servers.append(server)
         self._by_name[server.name] = server
+        server.stats.parent = self.totals
         if self.rate_limit:
             self._server_buckets[server.name] = TokenBucket(float(self.rate_limit))
 
@@ -261,6 +266,11 @@ class LoadBalancer:
         self._publish(ev.ALGORITHM_CHANGED, None, source, old=old, new=name, hash_key=str(self.hash_key))
 
     def _make_policy(self, name: str) -> Policy:
+        ewma = name == "peak_ewma"
+        if ewma and not self._ewma:  # figures from an earlier spell of the policy are stale
+            for server in self.servers:
+                server.ewma_latency = server.ewma_stamp = 0.0
+        self._ewma = ewma
         if name in ("consistent_hash", "bounded_hash"):
             factor = self.balance_factor or (1.25 if name == "bounded_hash" else None)
             policy = ConsistentHashPolicy(self.servers, balance_factor=factor, ring=self.ring.ring)
@@ -313,6 +323,8 @@ class LoadBalancer:
         """Choose the server for one request, or None when nothing may serve it (503)."""
         request = request if request is not None else {}
         now = _monotonic()  # one clock read per route: eligibility and the rate windows
+        if now >= self._second_end:
+            self._roll(now)
         if self._generation == state_generation() and now < self._next_expiry:
             candidates = self._eligible  # eligible()'s cached answer, without the call
         else:
@@ -325,8 +337,8 @@ class LoadBalancer:
         if affinity is not None and not exclude:
             pinned = affinity.get_server(request)
             if pinned is not None and pinned in candidates and self._take_token(pinned):
-                pinned.stats.start(now)
-                self.totals.start(now)
+                pinned.stats.requests += 1
+                self.totals.requests += 1
                 return pinned
         key = self.hash_key.extract(request) if self.policy.uses_key else None
         sticky_ip = affinity is not None and affinity.method == "ip" and request.get("client_ip")
@@ -341,8 +353,9 @@ class LoadBalancer:
             if not buckets or self._take_token(server):
                 if affinity is not None and isinstance(request, dict):
                     affinity.pin(request, server)
-                server.stats.start(now)  # what _count does, without the extra call
-                self.totals.start(now)
+                # Counted only; the rate window is settled when the second ends (_roll).
+                server.stats.requests += 1
+                self.totals.requests += 1
                 return server
             candidates = [s for s in candidates if s is not server]
         return None
@@ -366,25 +379,54 @@ class LoadBalancer:
         self.in_flight += 1
 
     def finish(self, server: Server, status: int | None, seconds: float, failed: bool = False) -> None:
-        """A request ended: update load, latency, passive health and drain state."""
+        """A request ended: update load, latency, passive health and drain state.
+
+        A good answer costs a few int operations and one list append; the histograms are
+        folded in batches (``flush``), and outlier detection runs only on the error path.
+        """
         if server.active_connections > 0:
             server.active_connections -= 1
             self.in_flight -= 1
-        error = failed or (status is not None and status >= 500)
-        server.stats.finish(seconds, error)
-        self.totals.finish(seconds, error)
-        if not failed:
-            PeakEwma.observe(server, seconds, _monotonic())
-        if error or status is None:
-            ejected_for = self.outlier.observe(server, status, failed, self.servers)
-            if ejected_for is not None:
-                self._publish(
-                    ev.EJECTED, server, "outlier", seconds=round(ejected_for, 1), ejections=server.ejections
-                )
-        elif server.consecutive_errors:  # a good answer ends a failure streak (outlier.observe's rule)
-            server.consecutive_errors = 0
+        if failed or status is None or status >= 500:
+            self._finish_bad(server, status, seconds, failed)
+        else:
+            server.stats.pending.append(seconds)
+            if server.consecutive_errors:  # a good answer ends a failure streak (outlier.observe's rule)
+                server.consecutive_errors = 0
+            if self._ewma:
+                PeakEwma.observe(server, seconds, _monotonic())
         if server.admin_state is not _READY and server.name in self._draining:
             self._check_drained(server)
+
+    def _finish_bad(self, server: Server, status: int | None, seconds: float, failed: bool) -> None:
+        stats = server.stats
+        stats.pending.append(seconds)
+        if stats.parent is not self.totals:  # a server this balancer does not hold
+            self.totals.pending.append(seconds)
+        if failed or (status is not None and status >= 500):
+            stats.errors += 1
+            stats.error_rate_window.add()
+            self.totals.errors += 1
+            self.totals.error_rate_window.add()
+        if not failed and self._ewma:
+            PeakEwma.observe(server, seconds, _monotonic())
+        ejected_for = self.outlier.observe(server, status, failed, self.servers)
+        if ejected_for is not None:
+            self._publish(ev.EJECTED, server, "outlier", seconds=round(ejected_for, 1), ejections=server.ejections)
+
+    def flush(self) -> None:
+        """Fold every server's pending latencies into its histogram and the totals'."""
+        for server in self.servers:
+            if server.stats.pending:
+                server.stats.fold_latency()
+
+    def _roll(self, now: float) -> None:
+        """A new second: settle the last one's request counts in the rate windows."""
+        second = int(now)
+        self._second_end = second + 1.0
+        for server in self.servers:
+            server.stats.roll(second)
+        self.totals.roll(second)
 
     def _check_drained(self, server: Server) -> None:
         if server.active_connections == 0 and server.name in self._draining:
@@ -394,6 +436,7 @@ class LoadBalancer:
     def tick(self) -> None:
         """Periodic housekeeping: announce servers whose ejection ended."""
         now = time.monotonic()
+        self._roll(now)
         for server in self.servers:
             if server.ejected_until and server.ejected_until <= now:
                 server.ejected_until = 0.0
@@ -423,6 +466,7 @@ class LoadBalancer:
         }
 
     def stats(self) -> dict[str, Any]:
+        self.flush()
         totals = self.totals.to_dict()
         return {
             "algorithm": self.algorithm,

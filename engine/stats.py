@@ -9,7 +9,7 @@ how the overall figures and several lbtui instances combine.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _monotonic = time.monotonic
 
@@ -138,9 +138,29 @@ class RateWindow:
 
 
 class TrafficStats:
-    """What one server (or the whole balancer) has served."""
+    """What one server (or the whole balancer) has served.
 
-    __slots__ = ("requests", "errors", "bytes_in", "bytes_out", "latency", "rate", "error_rate_window")
+    The proxy's hot path only bumps ``requests`` and appends a latency to ``pending``
+    (no call into this class); the histogram and the rate window are brought up to date
+    in a batch (``fold``) when the balancer ticks, when a second ends, or when anything
+    reads ``latency`` or ``rate``, so readers never see stale figures. A server's folded
+    latencies also go to its ``parent`` (the balancer's totals).
+    """
+
+    __slots__ = (
+        "requests",
+        "errors",
+        "bytes_in",
+        "bytes_out",
+        "_latency",
+        "_rate",
+        "error_rate_window",
+        "pending",
+        "parent",
+        "rated",
+        "open_second",
+        "source",
+    )
 
     # bytes_in / bytes_out: for a server, bytes received from it (every byte read on its
     # connections, heads included) and sent to it (request heads and bodies as written,
@@ -151,36 +171,90 @@ class TrafficStats:
         self.errors = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.latency = LatencyHistogram()
-        self.rate = RateWindow()
+        self._latency = LatencyHistogram()
+        self._rate = RateWindow()
         self.error_rate_window = RateWindow()
+        # Latencies (seconds) of finished requests not yet in the histogram.
+        self.pending: list[float] = []
+        self.parent: TrafficStats | None = None
+        # Requests already counted in the rate window; the rest were routed during
+        # ``open_second`` (the balancer moves it on at each second boundary).
+        self.rated = 0
+        self.open_second = int(_monotonic())
+        # Called before the totals are read, so every server's pending figures reach them.
+        self.source: Callable[[], None] | None = None
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        if self.source is not None:
+            self.source()
+        if self.pending:
+            self.fold_latency()
+        return self._latency
+
+    @property
+    def rate(self) -> RateWindow:
+        if self.requests != self.rated:
+            self.fold_rate(self.open_second)
+        return self._rate
+
+    def fold_latency(self) -> None:
+        """Move the pending latencies into the histogram (and the parent's pending)."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        parent = self.parent
+        if parent is not None:
+            parent.pending += pending
+        latency = self._latency
+        counts = latency.counts
+        get = counts.get
+        total = 0
+        top = latency.max_micros
+        for seconds in pending:
+            micros = int(seconds * 1_000_000)
+            if micros < _SUB:
+                index = micros if micros > 0 else 0
+            else:
+                shift = micros.bit_length() - _SUB_BITS - 1
+                index = ((shift + 1) << _SUB_BITS) + ((micros >> shift) - _SUB)
+            counts[index] = get(index, 0) + 1
+            total += micros
+            if micros > top:
+                top = micros
+        latency.total += len(pending)
+        latency.sum_micros += total
+        latency.max_micros = top
+
+    def fold_rate(self, second: int) -> None:
+        """Count the requests routed since the last fold in ``second``'s slot."""
+        delta = self.requests - self.rated
+        if delta:
+            self.rated = self.requests
+            self._rate.add(delta, second)
+
+    def roll(self, second: int) -> None:
+        """A new second began: settle the old one's requests and the pending latencies."""
+        if self.requests != self.rated:
+            self.fold_rate(self.open_second)
+        self.open_second = second
+        if self.pending:
+            self.fold_latency()
 
     def start(self, now: float | None = None) -> None:
         """A request was sent to this server (counted at routing time, retries included)."""
-        self.requests += 1
-        rate = self.rate
         second = int(_monotonic() if now is None else now)
-        if second == rate._second:  # RateWindow.add's common case, without the call
-            rate._slots[second % rate.window] += 1
-        else:
-            rate.add(1, second)
+        if self.requests != self.rated:
+            self.fold_rate(self.open_second)
+        self.requests += 1
+        self.rated += 1
+        self._rate.add(1, second)
 
     def finish(self, seconds: float, error: bool) -> None:
         """The request ended: its latency and whether it failed."""
-        # LatencyHistogram.record, inlined: this runs twice per proxied request.
-        latency = self.latency
-        micros = int(seconds * 1_000_000)
-        if micros < _SUB:
-            index = micros if micros > 0 else 0
-        else:
-            shift = micros.bit_length() - _SUB_BITS - 1
-            index = ((shift + 1) << _SUB_BITS) + ((micros >> shift) - _SUB)
-        counts = latency.counts
-        counts[index] = counts.get(index, 0) + 1
-        latency.total += 1
-        latency.sum_micros += micros
-        if micros > latency.max_micros:
-            latency.max_micros = micros
+        self.pending.append(seconds)
+        self.fold_latency()
         if error:
             self.errors += 1
             self.error_rate_window.add()
@@ -190,14 +264,15 @@ class TrafficStats:
         return self.errors / self.requests if self.requests else 0.0
 
     def to_dict(self) -> dict[str, float | int]:
+        latency = self.latency
         return {
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": round(self.error_rate, 6),
             "rps": round(self.rate.rate(), 3),
-            "p50_ms": round(self.latency.percentile(50) * 1000, 3),
-            "p90_ms": round(self.latency.percentile(90) * 1000, 3),
-            "p99_ms": round(self.latency.percentile(99) * 1000, 3),
+            "p50_ms": round(latency.percentile(50) * 1000, 3),
+            "p90_ms": round(latency.percentile(90) * 1000, 3),
+            "p99_ms": round(latency.percentile(99) * 1000, 3),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
         }

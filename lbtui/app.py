@@ -36,8 +36,8 @@ from lbtui.control.base import (
 )
 from lbtui.control.inprocess import InProcessControl
 from lbtui.widgets.add_server_modal import AddServerModal, NewServer
-from lbtui.widgets.analytics_view import AnalyticsPanel
 from lbtui.widgets.algorithm_modal import AlgorithmChoice, AlgorithmModal
+from lbtui.widgets.analytics_view import AnalyticsPanel
 from lbtui.widgets.confirm_modal import ConfirmModal
 from lbtui.widgets.help_screen import HelpScreen
 from lbtui.widgets.key_finder import KeyFinder
@@ -301,9 +301,8 @@ class LbtuiApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in OPERATOR_ACTIONS and self._dialog_open():
             return False
-        if action in TABLE_ACTIONS and self.analytics_shown:
-            return False
-        return True
+        # The table's keys are off (and out of the footer) while analytics hides it.
+        return not (action in TABLE_ACTIONS and self.analytics_shown)
 
     def _selected(self) -> ServerView | None:
         name = self.table.selected

@@ -21,6 +21,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from engine.accesslog import AccessRecord
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
+    HOP_IN_HEAD,
     H_CONNECTION,
     H_FORWARDED,
     H_HOP,
@@ -34,6 +35,7 @@ from engine.proxy.headers import (
     PLAIN_TOKENS,
     REQUEST_KINDS,
     REQUEST_LENGTHS,
+    ResponseHead,
     connection_tokens,
     forwarded_for,
     valid_host,
@@ -620,13 +622,31 @@ class ClientConnection(asyncio.Protocol):
         self._respond_error(ex, 504 if timeout else 502)
 
     # -- response side (called by UpstreamConnection) ------------------------------------
-    def response_head(self, up: UpstreamConnection, status: int, reason: bytes) -> None:
+    def response_head(self, up: UpstreamConnection, status: int, head: bytes) -> None:
+        """Relay a response head (raw bytes, validated by llhttp) to the client."""
         ex = self.active
         if ex is None or ex.upstream is not up or self.transport is None:
             return
-        out = up.out  # end-to-end headers, hop-by-hop ones already left out
-        length_known = up.length_known
-        tokens = up.tokens
+        if status >= 200 and status != 101:
+            ex.status = status
+            ex.resp_started = True
+            ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
+            if ex.keep_alive and ex.http_minor == 1 and not self.closing and head.startswith(b"HTTP/1.1 "):
+                low = head.lower()
+                if b"\ncontent-length:" in low and HOP_IN_HEAD(low) is None:
+                    # The usual answer: framed by Content-Length, no hop-by-hop field,
+                    # relayed byte for byte (plus the proxy's own fields, if any).
+                    if ex.set_cookie or self.settings.server_header:
+                        head = head[:-2] + self._own_fields(ex) + CRLF
+                    if self.batching:
+                        self.outq.append(head)
+                    else:
+                        self._send(head)
+                    return
+        parsed = ResponseHead(head)
+        out = parsed.out  # end-to-end headers, hop-by-hop ones already left out
+        length_known = parsed.length_known
+        tokens = parsed.tokens
         if tokens is not None and not tokens <= PLAIN_TOKENS:
             # "Connection: X-Foo" makes X-Foo hop-by-hop: leave it out (rare, so slow).
             kept: list[bytes] = []
@@ -637,40 +657,26 @@ class ClientConnection(asyncio.Protocol):
                     kept += out[index : index + 4]
                     length_known = length_known or lower == b"content-length"
             out = kept
+        reason = parsed.reason
         status_line = (
             _STATUS_200 if status == 200 and reason == b"OK" else b"HTTP/1.1 %d %s\r\n" % (status, reason)
         )
         if status < 200 and status != 101:
-            if ex.http_minor == 1:  # interim (100 Continue, 103 Early Hints): relay as is
+            if ex.http_minor == 1:  # interim (100 Continue, 103 Early Hints): relay
                 self._send(b"".join([status_line, *out, CRLF]))
-            return
-        ex.status = status
-        ex.resp_started = True
-        ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
-        if (
-            length_known
-            and not up.chunked
-            and status == 200
-            and ex.keep_alive
-            and ex.http_minor == 1
-            and self.batching
-            and not (self.closing or ex.set_cookie or self.settings.server_header)
-        ):
-            # The usual answer: relayed as it came, nothing to add; leaves in one writev.
-            outq = self.outq
-            outq.append(status_line)
-            outq += out
-            outq.append(CRLF)
             return
         has_body = not (up.head_only or status in (204, 304) or status == 101)
         tail: list[bytes] = []
         keep = ex.keep_alive and not self.closing
         if status == 101:
+            ex.status = status
+            ex.resp_started = True
+            ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
             tail.append(b"Connection: Upgrade\r\n")
-            if up.upgrade_value is not None:
-                tail.append(b"Upgrade: " + up.upgrade_value + CRLF)
-        elif has_body and (up.chunked or not length_known):
-            ex.resp_eof = not up.chunked
+            if parsed.upgrade_value is not None:
+                tail.append(b"Upgrade: " + parsed.upgrade_value + CRLF)
+        elif has_body and (parsed.chunked or not length_known):
+            ex.resp_eof = not parsed.chunked
             if ex.http_minor == 1:
                 ex.resp_chunked = True
                 tail.append(b"Transfer-Encoding: chunked\r\n")
@@ -682,10 +688,8 @@ class ClientConnection(asyncio.Protocol):
                 tail.append(b"Connection: close\r\n")
             elif ex.http_minor == 0:
                 tail.append(b"Connection: keep-alive\r\n")
-        if ex.set_cookie:
-            tail.append(b"Set-Cookie: " + ex.set_cookie.encode("latin-1") + CRLF)
-        if self.settings.server_header:
-            tail.append(b"Via: 1.1 lbtui\r\n")
+        if ex.set_cookie or self.settings.server_header:
+            tail.append(self._own_fields(ex))
         tail.append(CRLF)
         if self.batching:  # the usual case: the whole response leaves in one writev
             outq = self.outq
@@ -694,6 +698,15 @@ class ClientConnection(asyncio.Protocol):
             outq += tail
         else:
             self._send(b"".join([status_line, *out, *tail]))
+
+    def _own_fields(self, ex: Exchange) -> bytes:
+        """Header lines the proxy adds to a relayed response: its sticky cookie, Via."""
+        extra = b""
+        if ex.set_cookie:
+            extra += b"Set-Cookie: " + ex.set_cookie.encode("latin-1") + CRLF
+        if self.settings.server_header:
+            extra += b"Via: 1.1 lbtui\r\n"
+        return extra
 
     def response_body(self, up: UpstreamConnection, body: bytes) -> None:
         ex = self.active

@@ -6,6 +6,8 @@ and order.
 
 from __future__ import annotations
 
+import re
+
 # Never forwarded as received: connection-scoped (RFC 9110 7.6.1) or framing that the
 # proxy re-creates itself (Transfer-Encoding), plus the proxy-only fields.
 HOP_BY_HOP = frozenset(
@@ -90,3 +92,57 @@ for _name in HOP_BY_HOP:
 RESPONSE_LENGTHS = frozenset(len(name) for name in RESPONSE_KINDS)
 # Connection options that name no other header: the common case needs no filtering.
 PLAIN_TOKENS = frozenset({b"close", b"keep-alive"})
+
+# A response head whose hop-by-hop fields must be handled (searched in the lower-cased
+# head): without a match, and with a Content-Length, the head is relayed byte for byte.
+HOP_IN_HEAD = re.compile(
+    rb"\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authenticate|proxy-authorization)[ \t]*:"
+).search
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+class ResponseHead:
+    """A response head taken apart, for the rare answers that cannot be relayed as they are."""
+
+    __slots__ = ("reason", "out", "length_known", "chunked", "tokens", "upgrade_value")
+
+    def __init__(self, head: bytes) -> None:
+        lines = head.split(b"\n")
+        parts = lines[0].rstrip(b"\r").split(b" ", 2)
+        self.reason = parts[2] if len(parts) > 2 else b""
+        # End-to-end headers as relayed: name, ": ", value, CRLF each.
+        self.out: list[bytes] = []
+        self.length_known = False  # a Content-Length is relayed
+        self.chunked = False  # the upstream sent Transfer-Encoding
+        self.tokens: set[bytes] | None = None  # Connection options
+        self.upgrade_value: bytes | None = None
+        out = self.out
+        kept = False
+        for raw in lines[1:]:
+            line = raw.rstrip(b"\r")
+            if not line:
+                break
+            if line[:1] in (b" ", b"\t"):  # obs-fold: continues the previous field
+                if kept:
+                    out[-2] = out[-2] + b" " + line.strip(b" \t")
+                continue
+            name, _, value = line.partition(b":")
+            name = name.rstrip(b" \t")
+            value = value.strip(b" \t")
+            kept = True
+            kind = RESPONSE_KINDS.get(name.lower())
+            if kind is not None:
+                if kind == H_LENGTH:
+                    self.length_known = True
+                else:
+                    kept = False
+                    if kind == H_TE:
+                        self.chunked = True
+                    elif kind == H_CONNECTION:
+                        tokens = connection_tokens(value)
+                        self.tokens = tokens if self.tokens is None else self.tokens | tokens
+                    elif kind == H_UPGRADE:
+                        self.upgrade_value = value
+                    continue  # hop-by-hop: not relayed
+            out += (name, b": ", value, b"\r\n")

@@ -14,15 +14,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from engine.proxy.headers import (
-    H_CONNECTION,
-    H_LENGTH,
-    H_TE,
-    H_UPGRADE,
-    RESPONSE_KINDS,
-    RESPONSE_LENGTHS,
-    connection_tokens,
-)
+from engine.proxy.headers import HEAD_END
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -34,7 +26,31 @@ CRLF = b"\r\n"
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One TCP connection to a backend; bound to at most one client exchange at a time."""
+    """One TCP connection to a backend; bound to at most one client exchange at a time.
+
+    The response head is not taken apart header by header: llhttp validates it, and the
+    raw bytes go to the client connection, which relays them as they are when nothing
+    in them must change (the usual case) and parses them only otherwise.
+    """
+
+    __slots__ = (
+        "pool",
+        "server",
+        "key",
+        "transport",
+        "client",
+        "parser",
+        "acc",
+        "pos",
+        "want_head",
+        "status",
+        "head_only",
+        "tunnel",
+        "closed",
+        "stamp",
+        "idle_since",
+        "uses",
+    )
 
     def __init__(self, pool: UpstreamPool, server: Server) -> None:
         self.pool = pool
@@ -43,14 +59,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.parser: HttpResponseParser | None = None
-        # The response head as it will be relayed: name, ": ", value, CRLF per end-to-end
-        # header; what the proxy must know about framing is noted while parsing.
-        self.out: list[bytes] = []
-        self.length_known = False  # a Content-Length was relayed
-        self.chunked = False  # the upstream sent Transfer-Encoding
-        self.tokens: set[bytes] | None = None  # Connection options
-        self.upgrade_value: bytes | None = None
-        self.reason = b""
+        # Bytes received since the current response head began (``pos``: where it starts),
+        # kept only while a head is expected.
+        self.acc = b""
+        self.pos = 0
+        self.want_head = True
         self.status = 0
         self.head_only = False
         self.tunnel = False
@@ -66,8 +79,9 @@ class UpstreamConnection(asyncio.Protocol):
         # at its head and its parser thrown away; otherwise the parser is reused.
         if self.parser is None or head_only or self.head_only:
             self.parser = HttpResponseParser(self)
-        if self.out:
-            self._reset_head()
+        self.acc = b""
+        self.pos = 0
+        self.want_head = True
         self.head_only = head_only
         self.status = 0
         self.stamp = self.pool.now
@@ -75,11 +89,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def unbind(self) -> None:
         self.client = None
-
-    def _reset_head(self) -> None:
-        self.out = []
-        self.length_known = self.chunked = False
-        self.tokens = self.upgrade_value = None
 
     def close(self) -> None:
         self.client = None
@@ -119,6 +128,8 @@ class UpstreamConnection(asyncio.Protocol):
         if parser is None:
             self.close()
             return
+        if self.want_head:
+            self.acc = self.acc + data if self.acc else data
         client.batching = True
         try:
             parser.feed_data(data)
@@ -131,8 +142,17 @@ class UpstreamConnection(asyncio.Protocol):
                 self._bad_response()
         except HttpParserError:
             self._bad_response()
-        if client.batching:
-            client.flush()
+        if client.batching:  # client.flush, inlined
+            client.batching = False
+            queue = client.outq
+            if queue:
+                client.outq = []
+                transport = client.transport
+                if transport is not None and not client.closed:
+                    if len(queue) == 1:
+                        transport.write(queue[0])
+                    else:
+                        transport.writelines(queue)
 
     def _bad_response(self) -> None:
         client = self.client
@@ -157,34 +177,28 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.resume_reading(1)
 
     # -- llhttp callbacks -----------------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) in RESPONSE_LENGTHS:
-            kind = RESPONSE_KINDS.get(name.lower())
-            if kind is not None:
-                if kind == H_LENGTH:
-                    self.length_known = True
-                else:
-                    if kind == H_TE:
-                        self.chunked = True
-                    elif kind == H_CONNECTION:
-                        tokens = connection_tokens(value)
-                        self.tokens = tokens if self.tokens is None else self.tokens | tokens
-                    elif kind == H_UPGRADE:
-                        self.upgrade_value = value
-                    return  # hop-by-hop: not relayed
-        self.out += (name, b": ", value, CRLF)
-
     def on_headers_complete(self) -> None:
         parser = self.parser
         client = self.client
         if parser is None or client is None:
             return
+        acc = self.acc
+        pos = self.pos
+        end = acc.find(b"\r\n\r\n", pos)
+        if end >= 0:
+            end += 4
+        else:  # bare LF line ends, if llhttp let them through
+            match = HEAD_END.search(acc, pos)
+            end = match.end() if match is not None else len(acc)
+        head = acc if pos == 0 and end == len(acc) else acc[pos:end]
         self.status = status = parser.get_status_code()
-        client.response_head(self, status, self.reason)
-        self._reset_head()
+        if status < 200 and status != 101:  # interim: the final head follows
+            self.pos = end
+        else:
+            self.want_head = False
+            self.acc = b""
+            self.pos = 0
+        client.response_head(self, status, head)
         if self.head_only and status >= 200 and status != 101 and self.client is client:
             client.response_done(self, parser.should_keep_alive())
 

@@ -133,7 +133,7 @@ class InProcessControl(Control):
             return AnalyticsView.unavailable("no analytics: this balancer runs without its workers")
         try:
             components = self._status().get("components") or {}
-        except Exception as exc:  # a component's bug must not break the view
+        except Exception as exc:  # noqa: BLE001 - a component's bug must not break the view
             return AnalyticsView.unavailable(f"status unavailable ({exc.__class__.__name__})")
         return AnalyticsView.from_status(components.get("analytics"))
 

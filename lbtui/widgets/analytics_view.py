@@ -40,7 +40,8 @@ def bar_rows(height: int, other_rows: int) -> int:
 def flow(items: Sequence[Text], width: int, lead: str = "") -> list[Text]:
     """Items laid out like words: an item never breaks across lines."""
     lines: list[Text] = []
-    line = Text(lead, style="dim")
+    line = Text()
+    line.append(lead, style="dim")  # only the lead: a line style would dim every item
     for item in items:
         if line.cell_len > len(lead) and line.cell_len + 2 + item.cell_len > width:
             lines.append(line)
