@@ -329,11 +329,6 @@ async def test_pipelined_posts_keep_their_bodies(fx: Fx) -> None:
     assert [f.body for f in fx.recorder.seen] == [b"q" * (i + 1) for i in range(10)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/proxy bug (reported): a bad request behind pipelined good ones is answered 400 "
-    "in the place of the first pending good request, which is dropped unanswered",
-)
 async def test_bad_request_in_a_pipeline_stops_it_there(fx: Fx) -> None:
     """RFC 9112 9.3.2: answers in request order; the 400 belongs to the 4th request."""
     good = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))

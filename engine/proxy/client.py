@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -76,6 +76,45 @@ class Reject(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, relay; keep-alive and pipelining."""
 
+    __slots__ = (
+        "proxy",
+        "lb",
+        "settings",
+        "pool",
+        "transport",
+        "parser",
+        "ip",
+        "ip_bytes",
+        "fwd_for",
+        "proto",
+        "phase",
+        "stamp",
+        "head_started",
+        "idle_since",
+        "head_bytes",
+        "fed",
+        "fed_before",
+        "fed_mark",
+        "good_host",
+        "fwd_host",
+        "fwd_block",
+        "seen_bytes",
+        "parsing",
+        "head_out",
+        "active",
+        "pending",
+        "paused",
+        "write_paused",
+        "no_more",
+        "upgrading",
+        "deferred_error",
+        "closing",
+        "closed",
+        "batching",
+        "outq",
+        "route_request",
+    )
+
     def __init__(self, proxy: HttpProxy) -> None:
         self.proxy = proxy
         self.lb = proxy.lb
@@ -118,6 +157,9 @@ class ClientConnection(asyncio.Protocol):
         # a small response leave in one packet.
         self.batching = False
         self.outq: list[bytes] = []
+        # What the balancer is given to route on when the policy reads nothing but the
+        # client's address: one dict per connection instead of one per request.
+        self.route_request: dict[str, Any] = {}
 
     def flush(self) -> None:
         self.batching = False
@@ -143,6 +185,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "unknown"
         self.ip_bytes = self.ip.encode()
+        self.route_request = {"client_ip": self.ip}
         self.fwd_for = forwarded_for(self.ip).encode()
         self.proxy.connection_opened(self)
 
@@ -180,6 +223,9 @@ class ClientConnection(asyncio.Protocol):
                         self.pause_reading(PAUSE_BUFFER)
             return
         self.seen_bytes = True
+        if self.phase == IDLE:  # the first byte of a new request starts its head's clock
+            self.phase = HEAD
+            self.head_started = now
         size = len(data)
         self.fed_before = self.fed
         self.fed += size
@@ -254,19 +300,19 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- llhttp callbacks (request) --------------------------------------------------------
-    def on_message_begin(self) -> None:
-        now = self.stamp
-        if self.phase == IDLE:
-            self.head_started = now
-        self.phase = HEAD
-        self.parsing = ex = Exchange(now)
-        self.head_out = ex.out
-
+    # (No on_message_begin: the exchange starts with the first piece of its URL, which
+    # saves a callback per request; data_received starts the head's clock.)
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
         if ex is None:
-            return
-        ex.url = ex.url + url if ex.url else url
+            if self.phase == IDLE:  # a pipelined request in the same read as the last
+                self.phase = HEAD
+                self.head_started = self.stamp
+            self.parsing = ex = Exchange(self.stamp)
+            self.head_out = ex.out
+            ex.url = url
+        else:
+            ex.url += url
         if len(ex.url) > self.settings.max_request_line:
             raise Reject(414)
 
@@ -305,8 +351,10 @@ class ClientConnection(asyncio.Protocol):
             # Only "chunked" as the final coding frames a request (RFC 9112 6.3).
             ex.chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
         elif kind == H_CONNECTION:
-            tokens = connection_tokens(value)
-            ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
+            # "keep-alive" / "close" name no other field: llhttp acts on them, nothing to note.
+            if value.lower() not in PLAIN_TOKENS:
+                tokens = connection_tokens(value)
+                ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
         elif kind == H_UPGRADE:
             ex.upgrade_value = value
         elif kind != H_HOP and self.settings.trust_forwarded:
@@ -451,15 +499,35 @@ class ClientConnection(asyncio.Protocol):
                 seconds = max(1, int(retry_after + 0.999))
                 self._respond_error(ex, 429, b"Retry-After: %d\r\n" % seconds)
                 return
-        ex.path = path = ex.url.decode("latin-1")
-        request = {"client_ip": self.ip, "path": path, "headers": RequestHeaders(ex.out, ex.dropped)}
+        if lb.affinity is None and (not lb.policy.uses_key or lb.hash_key.kind == "client_ip"):
+            # Nothing but the client's address is read: no per-request dict or header map.
+            request = self.route_request
+            server = lb.route(request)
+        else:
+            ex.path = path = ex.url.decode("latin-1")
+            request = {"client_ip": self.ip, "path": path, "headers": RequestHeaders(ex.out, ex.dropped)}
+            server = lb.route(request)
+            ex.set_cookie = request.get("set_cookie")
         ex.request = request
-        server = lb.route(request)
         if server is None:
             self._respond_error(ex, 503)
             return
-        ex.set_cookie = request.get("set_cookie")
-        ex.head = self._build_head(ex)
+        # _build_head's common case, inlined: the connection's usual forwarding block.
+        host = ex.host
+        if (
+            host is not None
+            and host == self.fwd_host
+            and ex.conn_tokens is None
+            and ex.prior_xff is None
+            and ex.prior_fwd is None
+            and not (ex.has_proto or ex.has_xhost or ex.chunked or ex.upgrade)
+        ):
+            out = ex.out
+            out.append(self.fwd_block)
+            ex.head = b"".join(out)
+            out.pop()  # ``out`` stays the headers' only copy (RequestHeaders reads it)
+        else:
+            ex.head = self._build_head(ex)
         self._dispatch(ex, server)
 
     def _build_head(self, ex: Exchange) -> bytes:
@@ -526,14 +594,18 @@ class ClientConnection(asyncio.Protocol):
     def _dispatch(self, ex: Exchange, server: Server) -> None:
         ex.server = server
         ex.tried.append(server)
-        self.lb.begin(server)
+        server.active_connections += 1  # lb.begin(server), inlined
+        self.lb.in_flight += 1
         ex.in_flight = True
-        ex.up_started = self.pool.now
-        conn = self.pool.acquire(server)
-        if conn is not None:
-            self._attach(ex, conn)
-        else:
-            ex.connect_task = asyncio.get_running_loop().create_task(self._connect(ex, server))
+        pool = self.pool
+        ex.up_started = pool.now
+        idle = pool._idle.get(id(server))  # pool.acquire(server), inlined
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                self._attach(ex, conn)
+                return
+        ex.connect_task = asyncio.get_running_loop().create_task(self._connect(ex, server))
 
     async def _connect(self, ex: Exchange, server: Server) -> None:
         loop = asyncio.get_running_loop()
@@ -563,7 +635,17 @@ class ClientConnection(asyncio.Protocol):
 
     def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.upstream = conn
-        conn.bind(self, ex.method == b"HEAD")
+        head_only = ex.method == b"HEAD"
+        if head_only or conn.head_only or conn.parser is None:
+            conn.bind(self, head_only)
+        else:  # conn.bind's common case, inlined
+            conn.client = self
+            conn.acc = b""
+            conn.pos = 0
+            conn.want_head = True
+            conn.status = 0
+            conn.stamp = self.pool.now
+            conn.uses += 1
         transport = conn.transport
         assert transport is not None
         head = ex.head
@@ -820,7 +902,15 @@ class ClientConnection(asyncio.Protocol):
             ex.must_close = True
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        if ex.must_close or not ex.body_done or self.closing or self.deferred_error or self.upgrading:
+        # A bad request behind pipelined good ones: answer those first, in order (RFC 9112
+        # 9.3.2), then send its error and close.
+        if (
+            ex.must_close
+            or not ex.body_done
+            or self.closing
+            or self.upgrading
+            or (self.deferred_error and not self.pending)
+        ):
             if self.deferred_error and not ex.must_close:
                 self._send(error_response(self.deferred_error, close=True)[0])
             self._close()

@@ -2,7 +2,7 @@
 
 A newcomer runs one command and gets something to watch and poke: N sample backends
 (``cloud.backend``), a consistent-hash balancer in front of them keyed on the
-``X-User`` header, and optionally TLS (a fresh self-signed pair) and steady traffic.
+``X-User`` header, steady zipf traffic (with the dashboard), and optionally TLS.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tls", action="store_true", help="terminate TLS with a fresh self-signed certificate"
     )
-    parser.add_argument("--traffic", type=float, default=0.0, metavar="RPS", help="send steady demo traffic")
+    parser.add_argument(
+        "--traffic", type=float, default=None, metavar="RPS",
+        help="steady zipf traffic to the balancer (default 50 with the dashboard, 0 headless)",
+    )
     parser.add_argument(
         "--algorithm", default="consistent_hash", help="routing policy (default consistent_hash)"
     )
@@ -55,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     if not 1 <= args.backends <= MAX_BACKENDS:
         raise UserError(f"--backends must be from 1 to {MAX_BACKENDS}")
+    if args.traffic is None:  # the dashboard should move on its own; headless stays quiet
+        args.traffic = 0.0 if args.headless else 50.0
     if not 0 <= args.traffic <= MAX_TRAFFIC_RPS:
         raise UserError(f"--traffic must be from 0 to {MAX_TRAFFIC_RPS} requests per second")
     if args.headless:
