@@ -25,7 +25,7 @@ from aiohttp import web
 
 from engine import metrics
 from engine.balancer import HashKey, LoadBalancer, canonical_algorithm
-from engine.config import ConfigError, is_loopback
+from engine.config import ConfigError, host_problem, is_loopback, server_name_problem
 from engine.events import Event
 from engine.server import AdminState, Server
 
@@ -34,7 +34,6 @@ log = logging.getLogger("lbtui.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLOSE = object()  # sentinel: the server is shutting down
 _DROPPED = object()  # sentinel: the client fell too far behind
-_MAX_NAME = 128
 
 
 class AdminSecurityError(RuntimeError):
@@ -207,7 +206,9 @@ class AdminApi:
     async def _body(request: web.Request) -> dict[str, Any]:
         try:
             data = await request.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # ValueError covers bad JSON, bad UTF-8 and integers past Python's digit
+            # limit; RecursionError a deeply nested body. All are the client's mistake.
             raise BadRequest("body must be valid JSON") from None
         if not isinstance(data, dict):
             raise BadRequest("body must be a JSON object")
@@ -252,15 +253,15 @@ class AdminApi:
         weight = self._field(data, "weight", int, required=False)
         name = self._field(data, "name", str, required=False)
         state = self._field(data, "state", str, required=False) or "ready"
-        if not host or len(host) > 255 or any(c.isspace() for c in host):
-            raise BadRequest("host must be a host name or address")
+        if problem := host_problem(host):
+            raise BadRequest(f"host: {problem}")
         if not 1 <= port <= 65535:
             raise BadRequest("port must be from 1 to 65535")
         weight = 1 if weight is None else weight
         if not 0 <= weight <= 1000:
             raise BadRequest("weight must be from 0 to 1000")
-        if name is not None and (not name.strip() or len(name) > _MAX_NAME or any(c.isspace() for c in name)):
-            raise BadRequest(f"name must be 1 to {_MAX_NAME} characters without spaces")
+        if name is not None and (problem := server_name_problem(name)):
+            raise BadRequest(f"name: {problem}")
         if state not in {s.value for s in AdminState}:
             raise BadRequest("state must be ready, drain or maint")
         server = Server(host, port, weight, name or "", admin_state=AdminState(state))
@@ -319,7 +320,7 @@ class AdminApi:
             raise BadRequest(str(exc)) from None
         if "balance_factor" in data:
             factor = self._field(data, "balance_factor", (int, float), required=False)
-            if factor is not None and not (math.isfinite(factor) and factor >= 1.0):
+            if factor is not None and not (_finite(factor) and factor >= 1.0):
                 raise BadRequest("balance_factor must be a number of at least 1.0, or null")
             options["balance_factor"] = None if factor is None else float(factor)
         self.lb.set_algorithm(algorithm, source="admin", **options)
@@ -454,6 +455,14 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     if not low <= value <= high:
         raise BadRequest(f"{name} must be from {low} to {high}")
     return value
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite that says False, not OverflowError, for an int past float range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

@@ -33,6 +33,7 @@ from engine.policies import (
 )
 from engine.ratelimit import ClientRateLimiter, TokenBucket
 from engine.server import AdminState, Health, Server, bump_generation, state_generation
+from engine.server import _generation as _GENERATION  # read inline on the hot path
 from engine.stats import TrafficStats
 
 ALGORITHMS: dict[str, type[Policy]] = {
@@ -325,7 +326,7 @@ class LoadBalancer:
         now = _monotonic()  # one clock read per route: eligibility and the rate windows
         if now >= self._second_end:
             self._roll(now)
-        if self._generation == state_generation() and now < self._next_expiry:
+        if self._generation == _GENERATION[0] and now < self._next_expiry:
             candidates = self._eligible  # eligible()'s cached answer, without the call
         else:
             candidates = self.eligible(now)

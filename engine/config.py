@@ -9,6 +9,7 @@ URI's password, AWS keys) are kept out of ``repr``, ``str`` and every error mess
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -28,6 +29,8 @@ _MISSING: Any = object()
 TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 
 
 class ConfigError(ValueError):
@@ -324,6 +327,32 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}" if user else f"***@{hosts}"))
 
 
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a server, or None when it can.
+
+    One rule for the file and the admin API: the name travels in the sticky cookie's
+    value and in URLs, so ``;``, ``,``, ``/``, spaces and control characters are out.
+    """
+    if _NAME.match(name):
+        return None
+    return f"{name[:40]!r}: use letters, digits and . _ : @ - (at most 128)"
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is not a host name or IP address, or None when it is.
+
+    Checked up front so a name no resolver accepts (a label over 63 characters raises
+    UnicodeError, not OSError, in getaddrinfo) never reaches the proxy or the prober.
+    """
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(bare)
+        return None
+    if len(host) <= 253 and _HOSTNAME.match(host):
+        return None
+    return f"{host[:40]!r} is not a host name or IP address"
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and "localhost": addresses no other machine can reach."""
     if host.lower() == "localhost":
@@ -344,10 +373,22 @@ def _check_port(source: str, path: str, value: Any, *, allow_zero: bool = False)
     return value
 
 
-def _check_mongodb_uri(source: str, path: str, uri: str) -> None:
+def mongodb_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not a MongoDB URI, or None. Never echoes it: it may hold a password."""
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
-        # The value may hold a password: never echo it.
-        raise ConfigError(source, path, "must start with mongodb:// or mongodb+srv://")
+        return "must start with mongodb:// or mongodb+srv://"
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        return "is not a valid URI"
+    if not parts.netloc.rpartition("@")[2]:
+        return "names no host, e.g. mongodb://127.0.0.1:27017"
+    return None
+
+
+def _check_mongodb_uri(source: str, path: str, uri: str) -> None:
+    if problem := mongodb_uri_problem(uri):
+        raise ConfigError(source, path, problem)
 
 
 def _check_admin_exposure(source: str, admin: AdminConfig) -> None:
@@ -586,12 +627,16 @@ class _Parser:
             host = t.string("host", _MISSING, empty=False)
             if host is _MISSING:
                 raise t.fail("host", "is required")
+            if problem := host_problem(host):
+                raise t.fail("host", problem)
             port = t.port("port", _MISSING)
             if port is _MISSING:
                 raise t.fail("port", "is required")
-            name = t.string("name", f"{host}:{port}", empty=False)
-            if not _NAME.match(name):
-                raise t.fail("name", f"{name!r}: use letters, digits and . _ : @ - (at most 128)")
+            name = t.string("name", None, empty=False)
+            if name is None:
+                name = f"{host}:{port}"  # host is checked above; "::1:80" is a fine default
+            elif problem := server_name_problem(name):
+                raise t.fail("name", problem)
             if name in seen:
                 raise t.fail("name", f"duplicate server name {name!r} (first at {seen[name]})")
             seen[name] = t.path

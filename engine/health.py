@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from engine.server import Health, Server
 
 Callback = Callable[[Server], None]
+log = logging.getLogger("lbtui.health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,10 @@ class HealthChecker:
             return ProbeResult(False, f"timeout after {self.timeout:g}s")
         except OSError as exc:
             return ProbeResult(False, exc.strerror or exc.__class__.__name__)
+        except ValueError as exc:
+            # A host name IDNA cannot encode (a label over 63 characters) or a status
+            # line longer than the stream limit: this server's failure, not the loop's.
+            return ProbeResult(False, f"{exc.__class__.__name__}: {exc}"[:200])
         finally:
             if writer is not None:
                 writer.close()
@@ -127,15 +133,23 @@ class HealthChecker:
 
     async def run_once(self) -> None:
         servers = self.servers()
-        results = await asyncio.gather(*(self.probe(s) for s in servers))
+        results = await asyncio.gather(*(self.probe(s) for s in servers), return_exceptions=True)
         for server, result in zip(servers, results):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation and interpreter exit are not a probe's result
+            if isinstance(result, Exception):
+                # One server's unexpected probe failure must not skip the others.
+                result = ProbeResult(False, f"probe failed: {result.__class__.__name__}")
             self.observe(server, result.ok, result.error)
         self.rounds += 1
 
     # -- the loop -------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - a bug in one round must not end health checking for good
+                log.exception("health check round failed")
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

@@ -273,6 +273,33 @@ async def test_hundred_servers_refresh_diffs_rows_and_keys_still_act() -> None:
         await until(pilot, lambda: lb.require("web-3").admin_state is AdminState.DRAIN)
 
 
+async def test_changed_cells_repaint_and_unchanged_rows_keep_their_text() -> None:
+    """Cells are patched in place (not through update_cell): what is drawn must follow."""
+    lb = make_lb(6)
+    app = LbtuiApp(InProcessControl(lb))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        table = app.table
+
+        def drawn(name: str) -> str:
+            return table.render_line(table.get_row_index(name) + 1).text  # line 0 is the header
+
+        await pilot.pause()
+        untouched = drawn("web-1")
+        assert untouched.split()[:2] == ["web-1", "127.0.0.1:9001"]
+        server = lb.require("web-4")
+        for _ in range(3):
+            lb.begin(server)  # three open connections
+        lb.drain("web-4")
+        lb.set_weight("web-5", 7)
+        await until(pilot, lambda: drawn("web-4").split()[2:5] == ["1", "drain", "up"])
+        assert drawn("web-4").split()[5] == "3"
+        await until(pilot, lambda: drawn("web-5").split()[2] == "7")
+        assert drawn("web-1") == untouched
+        lb.ready("web-4")
+        await until(pilot, lambda: drawn("web-4").split()[3] == "ready")
+
+
 async def test_run_embedded_closes_and_stops_the_gateway_when_a_stop_is_requested() -> None:
     import asyncio
 

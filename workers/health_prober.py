@@ -23,6 +23,7 @@ class ProbeSettings:
     rise: int = 2
     fall: int = 3
     http_path: str | None = None
+    expect_status: tuple[int, int] = (200, 399)
 
 
 class HealthProber(Worker):
@@ -33,7 +34,8 @@ class HealthProber(Worker):
         self.lb = lb
         self.checker = HealthChecker(
             settings.interval, settings.timeout, settings.rise, settings.fall,
-            servers=lambda: lb.servers, http_path=settings.http_path, report=lb.report_check,
+            servers=lambda: lb.servers, http_path=settings.http_path,
+            expect_status=settings.expect_status, report=lb.report_check,
         )
 
     async def step(self) -> None:

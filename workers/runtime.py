@@ -81,7 +81,7 @@ def build_node(
     workers: list[Worker] = [StoreSync(lb, store, interval=s.sync_interval, node_id=node_id)]
     if probe_health and config.health.enabled:
         h = config.health
-        workers.append(HealthProber(lb, ProbeSettings(h.interval, h.timeout, h.rise, h.fall, h.http_path)))
+        workers.append(HealthProber(lb, ProbeSettings(h.interval, h.timeout, h.rise, h.fall, h.http_path, h.expect_status)))
     a = config.aws
     aws: AwsClients | None = None
     if a.enabled:

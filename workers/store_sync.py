@@ -35,6 +35,7 @@ from cloud.store import Store, StoreError
 from cloud.store.base import version_of
 from engine import events as ev
 from engine.balancer import LoadBalancer
+from engine.config import host_problem, server_name_problem
 from engine.events import Event
 from engine.server import AdminState, Health, Server
 from workers.base import Worker
@@ -297,8 +298,14 @@ class StoreSync(Worker):
 
     # -- applying remote state ------------------------------------------------------------
     def _apply_remote(self, record: dict[str, Any]) -> None:
-        name = record["name"]
-        version = version_of(record)
+        try:
+            name = str(record["name"])
+            version = version_of(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            # A document edited by hand (no name, updated_at as a string) must not stop
+            # every later record, the settings and the reconcile from being read.
+            log.warning("skipping a malformed store record %r: %s", record.get("name"), exc)
+            return
         self._since = max(self._since, version[0])
         if version <= self._versions.get(name, (0.0, "")):
             return  # our own write coming back, or something already applied
@@ -311,7 +318,7 @@ class StoreSync(Worker):
         try:
             if self._apply_to_engine(record):
                 self.applied += 1
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: cannot apply store record: %s", name, exc)
 
     def _apply_to_engine(self, record: dict[str, Any]) -> bool:
@@ -324,6 +331,13 @@ class StoreSync(Worker):
             lb.remove_server(name, source="store")
             return True
         host, port = str(record["host"]), int(record["port"])
+        # The same rules as the config file and the admin API: the name rides in the
+        # sticky cookie, the host goes to the resolver.
+        problem = server_name_problem(name) or host_problem(host)
+        if problem is None and not 1 <= port <= 65535:
+            problem = f"port must be from 1 to 65535, not {port}"
+        if problem is not None:
+            raise ValueError(problem)
         changed = False
         if server is not None and (server.host, server.port) != (host, port):
             lb.remove_server(name, source="store")

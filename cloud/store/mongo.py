@@ -44,6 +44,14 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def _password_of(uri: str) -> str | None:
+    """The URI's password, to scrub it from driver messages; None for a malformed URI."""
+    try:
+        return urlsplit(uri).password if "@" in uri else None
+    except ValueError:
+        return None
+
+
 def _older_than(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A filter matching documents that ``doc`` supersedes (see ``version_of``)."""
     at, by = version_of(doc)
@@ -69,7 +77,7 @@ class MongoStore(Store):
         self._options = dict(client_options or {})
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._events_since_trim = 0
-        self._password = urlsplit(uri).password if "@" in uri else None
+        self._password = _password_of(uri)
 
     def describe(self) -> str:
         return f"{redact_uri(self._uri)} db={self.database}"
@@ -89,15 +97,20 @@ class MongoStore(Store):
     async def connect(self) -> None:
         if self._client is None:
             ms = int(self.timeout * 1000)
-            self._client = AsyncMongoClient(
-                self._uri,
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
-                socketTimeoutMS=ms * 2,
-                appname="lbtui",
-                tz_aware=True,
-                **self._options,
-            )
+            try:
+                self._client = AsyncMongoClient(
+                    self._uri,
+                    serverSelectionTimeoutMS=ms,
+                    connectTimeoutMS=ms,
+                    socketTimeoutMS=ms * 2,
+                    appname="lbtui",
+                    tz_aware=True,
+                    **self._options,
+                )
+            except (PyMongoError, ValueError, TypeError) as exc:
+                # A malformed URI (InvalidURI, ConfigurationError) is the caller's StoreError
+                # like any other; it must not escape as a driver traceback.
+                raise self._error("connect", exc) from None
         try:
             await self._client.admin.command("ping")
             db = self._db

@@ -168,10 +168,7 @@ class ClientConnection(asyncio.Protocol):
             self.outq = []
             transport = self.transport
             if transport is not None and not self.closed:
-                if len(queue) == 1:
-                    transport.write(queue[0])
-                else:
-                    transport.writelines(queue)
+                transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
 
     def _send(self, data: bytes) -> None:
         if self.batching:
@@ -816,7 +813,14 @@ class ClientConnection(asyncio.Protocol):
             ex.in_flight = False
             self.lb.finish(ex.server, ex.status, up.stamp - ex.up_started)
         if upstream_keep_alive and ex.body_done and not self.upgrading:
-            self.pool.release(up)
+            pool = self.pool
+            idle = pool._idle.get(up.key)
+            if idle is not None and not up.closed and len(idle) < pool.size:
+                up.client = None  # pool.release(up), inlined for the usual case
+                up.idle_since = pool.now
+                idle.append(up)
+            else:
+                pool.release(up)
         else:
             up.close()
         self._finish(ex)
@@ -900,8 +904,26 @@ class ClientConnection(asyncio.Protocol):
             if up is not None:
                 up.close()
             ex.must_close = True
-        if proxy.observers or proxy.access_log is not None:
+        if proxy.observers:
             self._record(ex)
+        elif proxy.access_log is not None:
+            # _record's common case, inlined: the values go to the log's batch as a tuple.
+            method = ex.method
+            server = ex.server
+            proxy.access_log.write_values(
+                (
+                    ex.started + proxy.wall_offset,
+                    self.ip,
+                    _METHODS.get(method) or method.decode("latin-1"),
+                    ex.path or ex.url.decode("latin-1"),
+                    ex.status,
+                    server.name if server is not None else None,
+                    ex.bytes_in,
+                    ex.bytes_out,
+                    ex.upstream_ms,
+                    (self.pool.now - ex.started) * 1000.0,
+                )
+            )
         # A bad request behind pipelined good ones: answer those first, in order (RFC 9112
         # 9.3.2), then send its error and close.
         if (

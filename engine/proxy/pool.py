@@ -149,10 +149,8 @@ class UpstreamConnection(asyncio.Protocol):
                 client.outq = []
                 transport = client.transport
                 if transport is not None and not client.closed:
-                    if len(queue) == 1:
-                        transport.write(queue[0])
-                    else:
-                        transport.writelines(queue)
+                    # One write: a small response (head and body) leaves in one send.
+                    transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
 
     def _bad_response(self) -> None:
         client = self.client

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+from engine.config import mongodb_uri_problem
 from lbtui.cli import UserError
 from lbtui.reporting import Format, parse_since, render, summarize
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if since > now:
         raise UserError(f"--since {args.since!r} is in the future")
+    if args.mongodb_uri is not None and (problem := mongodb_uri_problem(args.mongodb_uri)):
+        raise UserError(f"--mongodb-uri: {problem}")
     if args.mongodb_uri is None:
         path = args.store or DEFAULT_STORE
         if not os.path.exists(path):

@@ -2,6 +2,12 @@
 
 Only the balancer's public operator API is used. Engine errors (unknown server, bad
 weight) become ``ControlError`` so the app shows them as one line.
+
+Reads run four times a second in the proxy's own event loop, so they are kept cheap:
+what changes from one moment to the next (state, weight, connections, counts) is read
+every time, while what only moves once a second anyway (requests/s over whole seconds,
+all-time latency percentiles, the sparkline sample, the gateway's status) is computed
+at most once a second and reused in between.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from lbtui.control.base import (
 from lbtui.control.sampler import RequestSampler, RequestSource
 
 HISTORY = 12  # sparkline samples kept per server, one per second
+STATS_SECONDS = 1.0  # rates, percentiles and the gateway status are recomputed this often
 
 # A gateway status dict (what GET /api/status answers): its listeners and components.
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -71,23 +78,28 @@ class InProcessControl(Control):
     ) -> None:
         self.lb = lb
         self._request_source = request_source
-        self.sampler = RequestSampler(clock=clock)
-        self._stop_sampling: Callable[[], None] | None = None
+        # A sample stands for the requests routed since the last one.
+        self.sampler = RequestSampler(clock=clock, count=lambda: lb.totals.requests)
         self.listeners = tuple(listeners)
         self._status = status
         self._on_shutdown = on_shutdown
         self._clock = clock
         self._history: dict[str, deque[float]] = {}
-        self._sampled_at = -1.0
+        self._sampled_at = float("-inf")
+        # The last full figures per server (Server.to_dict) and for the totals, reused
+        # between the once-a-second recomputations.
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._totals: dict[str, Any] = {}
+        self._totals_at = float("-inf")
+        self._status_view: tuple[tuple[str, ...], dict[str, str]] = ((), {})
+        self._status_at = float("-inf")
 
     async def start(self) -> None:
-        if self._request_source is not None and self._stop_sampling is None:
-            self._stop_sampling = self._request_source(self.sampler)
+        if self._request_source is not None:
+            self.sampler.start(self._request_source)
 
     async def close(self) -> None:
-        if self._stop_sampling is not None:
-            self._stop_sampling()
-            self._stop_sampling = None
+        self.sampler.stop()
 
     @classmethod
     def for_gateway(cls, gateway: Gateway, **options: Any) -> InProcessControl:
@@ -99,34 +111,75 @@ class InProcessControl(Control):
         return self.sampler.take()
 
     async def servers(self) -> list[ServerView]:
-        rows = [s.to_dict() for s in self.lb.servers]
         now = self._clock()
-        sample = now - self._sampled_at >= 1.0
+        sample = now - self._sampled_at >= STATS_SECONDS
+        servers = self.lb.servers
+        rows, histories = self._rows, self._history
         if sample:
             self._sampled_at = now
-            alive = {str(r["name"]) for r in rows}
-            for name in [n for n in self._history if n not in alive]:
-                del self._history[name]
+            alive = {s.name for s in servers}
+            for name in [n for n in histories if n not in alive]:
+                del histories[name]
+                rows.pop(name, None)
         views = []
-        for row in rows:
-            history = self._history.setdefault(str(row["name"]), deque(maxlen=HISTORY))
+        for server in servers:
+            name = server.name
+            row = rows.get(name)
+            if sample or row is None:
+                row = rows[name] = server.to_dict()
+            else:  # between samples: only the figures that move faster than once a second
+                stats = server.stats
+                status = server.status()
+                row.update(
+                    weight=server.weight,
+                    effective_weight=server.effective_weight,
+                    state=server.health.state.value,
+                    status=status,
+                    admin_state=server.admin_state.value,
+                    ejected=status.startswith("ejected"),
+                    active_connections=server.active_connections,
+                    requests=stats.requests,
+                    errors=stats.errors,
+                )
+            history = histories.get(name)
+            if history is None:
+                history = histories[name] = deque(maxlen=HISTORY)
             if sample:
-                history.append(float(row.get("rps", 0.0)))  # type: ignore[arg-type]
+                history.append(float(row.get("rps", 0.0)))
             views.append(ServerView.from_dict(row, tuple(history)))
         return views
 
     async def totals(self) -> TotalsView:
-        stats = self.lb.stats()
-        stats.pop("servers", None)
-        listeners, components = self.listeners, {}
-        if self._status is not None:
+        lb = self.lb
+        now = self._clock()
+        if now - self._totals_at >= STATS_SECONDS or not self._totals:
+            self._totals_at = now
+            # The overall figures alone: ``lb.stats()`` would also build every server's
+            # dict, which ``servers()`` has just done.
+            self._totals = lb.totals.to_dict()
+        else:
+            self._totals.update(requests=lb.totals.requests, errors=lb.totals.errors)
+        servers = lb.servers
+        stats = dict(self._totals, algorithm=lb.algorithm, hash_key=str(lb.hash_key), panic=lb.panic,
+                     healthy=sum(1 for s in servers if s.healthy), total=len(servers))
+        listeners, components = self._status_parts(now)
+        return TotalsView.from_stats(stats, listeners, components)
+
+    def _status_parts(self, now: float) -> tuple[tuple[str, ...], dict[str, str]]:
+        """Listeners and component states, from the gateway's status at most once a second."""
+        if self._status is None:
+            return self.listeners, {}
+        if now - self._status_at >= STATS_SECONDS:
+            self._status_at = now
+            listeners, components = self.listeners, {}
             try:
                 found, components = parse_status(self._status())
             except Exception as exc:  # a component's bug must not blank the dashboard
                 components = {"status": f"unavailable ({exc.__class__.__name__})"}
             else:
                 listeners = listeners or found
-        return TotalsView.from_stats(stats, listeners, components)
+            self._status_view = (listeners, components)
+        return self._status_view
 
     async def analytics(self) -> AnalyticsView:
         if self._status is None:

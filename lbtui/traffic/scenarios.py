@@ -144,7 +144,9 @@ async def failover(
             detected = await _wait_for_event(cluster, victim, killed_at, timeout=5.0)
             result = await traffic
         finally:
-            traffic.cancel()
+            if not traffic.done():  # an error above: stop the traffic before the cluster goes
+                traffic.cancel()
+                await asyncio.gather(traffic, return_exceptions=True)
         detect_s = detected.at - killed_at if detected else None
         if detected:
             out(f"  detected: {detected.event.kind} ({detected.event.source}) after {detect_s * 1000:.0f} ms")

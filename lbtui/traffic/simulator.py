@@ -128,15 +128,19 @@ def _is_loopback(address: str) -> bool:
 
 async def check_target(url: str, allow_remote: bool = False) -> None:
     """Refuse a target that resolves to anything but 127.0.0.0/8 or ::1 (unless allowed)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port past 65535 or not a number
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused(f"target {url!r}: expected http://HOST:PORT/ or https://HOST:PORT/")
     if allow_remote:
         return
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
-            loop.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM), timeout=5
+            loop.getaddrinfo(parts.hostname, port or 80, type=socket.SOCK_STREAM), timeout=5
         )
     except (OSError, TimeoutError) as exc:
         raise TargetRefused(f"target {parts.hostname!r} does not resolve: {exc}") from None

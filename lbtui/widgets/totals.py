@@ -30,6 +30,7 @@ class TotalsBar(Static):
         self.link = "embedded"
         self.paused = False
         self._lines = 0
+        self._text = Text()
 
     def show(self, totals: TotalsView | None = None, *, link: str | None = None, paused: bool | None = None) -> None:
         if totals is not None:
@@ -45,6 +46,9 @@ class TotalsBar(Static):
 
     def _redraw(self) -> None:
         text = self._render_text()
+        if text == self._text:
+            return  # same figures, same styles: nothing to repaint
+        self._text = text
         lines = text.plain.count("\n") + 1
         # A relayout of the screen only when the bar's height changes, not on every tick.
         self.update(text, layout=lines != self._lines)
