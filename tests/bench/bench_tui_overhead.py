@@ -9,9 +9,16 @@ terminal is skipped). In "headless" rounds it is closed. Backends run in one chi
 process, the load in another (raw sockets, keep-alive, fixed concurrency), all on
 127.0.0.1; rounds alternate the order of the two modes; medians are reported.
 
-    python tests/bench/bench_tui_overhead.py [--rounds 5] [--duration 4] [--connections 32]
+After the rounds, two figures with the TUI open under the same load (not part of the
+ratio): key latency (``pilot.press("d")``/``"r"`` alternately, about 20 presses: the
+time until the engine's admin state changed, and until the screen's data showed it)
+and refreshes per second, first with the three servers, then with 100 (97 more added
+to the running balancer, pointing at the same backends).
 
-Goal (issue 4): tui requests/s >= 0.9 x headless requests/s.
+    python tests/bench/bench_tui_overhead.py [--rounds 5] [--duration 4] [--connections 32] [--presses 20]
+
+Goals (issue 4): tui requests/s >= 0.9 x headless requests/s; >= 4 refreshes/s with
+100 servers; keys answered within 100 ms under load. Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -130,6 +137,63 @@ def _run_load(port: int, duration: float, connections: int, out: multiprocessing
 
 
 # -- the proxy, with and without the dashboard (this process) ---------------------------
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))] if ordered else 0.0
+
+
+async def _keys_under_load(gateway: object, port: int, args: argparse.Namespace) -> dict[str, float]:
+    """With the TUI open and the load running: key latency and refreshes per second."""
+    from engine.server import AdminState
+    from lbtui.app import LbtuiApp
+    from lbtui.control.inprocess import InProcessControl
+
+    lb = gateway.lb  # type: ignore[attr-defined]
+    app = LbtuiApp(InProcessControl.for_gateway(gateway), title="bench")  # type: ignore[arg-type]
+    engine_ms: list[float] = []
+    screen_ms: list[float] = []
+    async with app.run_test(headless=True, size=(120, 36)) as pilot:
+        deadline = time.monotonic() + 10
+        while app.refreshes < 1 or app.table.selected is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the dashboard did not start")
+            await asyncio.sleep(0.05)
+        load = asyncio.create_task(_round(port, max(args.duration, 0.3 + args.presses * 0.15), args.connections))
+        await asyncio.sleep(0.8)  # the load generator connected and warmed up
+        before, started = app.refreshes, time.monotonic()
+        name = app.table.selected
+        server = lb.require(name)
+        for i in range(args.presses):
+            key, state, shown = ("d", AdminState.DRAIN, "drain") if i % 2 == 0 else ("r", AdminState.READY, "ready")
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            limit = time.monotonic() + 5
+            while server.admin_state is not state:
+                if time.monotonic() > limit:
+                    raise RuntimeError(f"key {key!r} did not change the engine")
+                await asyncio.sleep(0.001)
+            engine_ms.append((time.perf_counter() - t0) * 1000)
+            while app.views[name].admin_state != shown:
+                if time.monotonic() > limit:
+                    raise RuntimeError(f"key {key!r} did not reach the screen")
+                await asyncio.sleep(0.001)
+            screen_ms.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.1)
+        rate = (app.refreshes - before) / (time.monotonic() - started)
+        await load
+        if server.admin_state is not AdminState.READY:
+            lb.ready(name)
+    return {
+        "servers": len(lb.servers),
+        "refreshes": rate,
+        "engine_p50": statistics.median(engine_ms),
+        "engine_p99": _percentile(engine_ms, 99),
+        "screen_p50": statistics.median(screen_ms),
+        "screen_p99": _percentile(screen_ms, 99),
+        "presses": len(engine_ms),
+    }
+
+
 async def _round(port: int, duration: float, connections: int) -> dict[str, float]:
     """Run the load child for one round while this loop keeps serving."""
     out: multiprocessing.Queue = MP.Queue()  # type: ignore[type-arg]
@@ -166,7 +230,8 @@ async def _measure(args: argparse.Namespace, backend_ports: list[int]) -> dict[s
     port = gateway.listeners[0].port
     results: dict[str, list[float]] = {"headless": [], "tui": []}
     errors = 0
-    tui_stats: dict[str, int] = {"refreshes": 0, "sampled": 0, "seconds": 0}
+    tui_stats: dict[str, float] = {"refreshes": 0, "sampled": 0, "seconds": 0.0}
+    keys: list[dict[str, float]] = []
     try:
         for r in range(args.rounds):
             order = ("headless", "tui") if r % 2 == 0 else ("tui", "headless")
@@ -184,14 +249,25 @@ async def _measure(args: argparse.Namespace, backend_ports: list[int]) -> dict[s
                         before, started = app.refreshes, time.monotonic()
                         result = await _round(port, args.duration, args.connections)
                         tui_stats["refreshes"] += app.refreshes - before
-                        tui_stats["seconds"] += int(time.monotonic() - started)
+                        tui_stats["seconds"] += time.monotonic() - started
                         tui_stats["sampled"] += sum(1 for s in app.log_pane.lines if s.text[9:16] == "request")
                 results[mode].append(result["rps"])
                 errors += int(result["errors"])
                 print(f"round {r + 1} {mode:>8}: {result['rps']:>9,.0f} requests/s", flush=True)
+        from engine.server import Server
+
+        for extra in (0, 100 - len(gateway.lb.servers)):
+            for i in range(extra):  # more servers on the same backends, added to the live pool
+                gateway.lb.add_server(Server("127.0.0.1", backend_ports[i % len(backend_ports)],
+                                             name=f"web-{len(gateway.lb.servers) + 1}"))
+            figures = await _keys_under_load(gateway, port, args)
+            keys.append(figures)
+            print(f"keys with {figures['servers']:.0f} servers: engine p50 {figures['engine_p50']:.1f} ms "
+                  f"p99 {figures['engine_p99']:.1f} ms, screen p50 {figures['screen_p50']:.1f} ms "
+                  f"p99 {figures['screen_p99']:.1f} ms; {figures['refreshes']:.2f} refreshes/s", flush=True)
     finally:
         await gateway.stop(2.0)
-    return {"rounds": results, "errors": errors, "tui": tui_stats}
+    return {"rounds": results, "errors": errors, "tui": tui_stats, "keys": keys}
 
 
 def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
@@ -200,18 +276,20 @@ def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
     ratio = tui / headless if headless else 0.0
     pairs = [t / h for t, h in zip(rounds["tui"], rounds["headless"]) if h]
     paired = statistics.median(pairs) if pairs else 0.0
-    stats: dict[str, int] = data["tui"]  # type: ignore[assignment]
+    stats: dict[str, float] = data["tui"]  # type: ignore[assignment]
+    keys: list[dict[str, float]] = data["keys"]  # type: ignore[assignment]
     per_second = stats["refreshes"] / stats["seconds"] if stats["seconds"] else 0.0
     cpu = platform.processor() or platform.machine()
     load = os.getloadavg()[0]
+    start_load: float = data["load_start"]  # type: ignore[assignment]
     verdict = "met" if ratio >= GOAL else "NOT met"
     lines = [
         "# Dashboard overhead: proxy requests/s with the TUI open vs headless",
         "",
         f"`python tests/bench/bench_tui_overhead.py --rounds {args.rounds} --duration {args.duration} "
         f"--connections {args.connections}` on {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f} at the end "
-        "(other work shares this machine).",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average (1 min) {start_load:.2f} at the "
+        f"start, {load:.2f} at the end (other work shares this machine).",
         "",
         "The real Gateway (round robin over three backends, stats with percentiles, active health "
         "checks every 1 s, admin API) on uvloop in one process; in `tui` rounds the dashboard runs "
@@ -230,6 +308,20 @@ def _report(args: argparse.Namespace, data: dict[str, object]) -> str:
         f"(rounds: {', '.join(f'{x:.2f}' for x in pairs)})",
         f"- dashboard refreshes during the TUI rounds: {per_second:.1f} per second; "
         f"non-200 answers seen by the load generator: {data['errors']}",
+        "",
+        f"With the TUI open under the same load ({args.presses} presses of `d` and `r` alternately, "
+        "0.1 s apart; latency from `pilot.press` to the engine's admin state changing, and to the "
+        "dashboard's data showing it; refreshes per second over the same span):",
+        "",
+        "| servers | refreshes/s | key → engine p50 | p99 | key → screen p50 | p99 |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in keys:
+        lines.append(f"| {k['servers']:.0f} | {k['refreshes']:.2f} | {k['engine_p50']:.1f} ms | "
+                     f"{k['engine_p99']:.1f} ms | {k['screen_p50']:.1f} ms | {k['screen_p99']:.1f} ms |")
+    lines += [
+        "",
+        "Goals: >= 4 refreshes/s with 100 servers, keys within 100 ms under load (figures, not asserted).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -239,6 +331,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds of load per round and mode")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--presses", type=int, default=20, help="key presses per key-latency phase")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS_tui.md"))
     args = parser.parse_args()
     ports: multiprocessing.Queue = MP.Queue()  # type: ignore[type-arg]
@@ -247,7 +340,9 @@ def main() -> int:
     try:
         backend_ports = ports.get(timeout=10)
         _uvloop()
+        load_start = os.getloadavg()[0]
         data = asyncio.run(_measure(args, backend_ports))
+        data["load_start"] = load_start
     finally:
         backends.terminate()
         backends.join(5)
