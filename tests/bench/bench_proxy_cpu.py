@@ -186,6 +186,11 @@ async def _start_lbtui(backend_port: int, policy: str, log_dir: str) -> tuple[in
     log = None if os.environ.get("BENCH_NOLOG") else AccessLog(os.path.join(log_dir, f"access-{policy}.log"))
     proxy = HttpProxy(lb, access_log=log)
     await proxy.start()
+    import gc
+    if os.environ.get("BENCH_GC") == "off":
+        gc.disable()
+    elif os.environ.get("BENCH_GC") == "freeze":
+        gc.freeze()
     return proxy.port, lb
 
 
