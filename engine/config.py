@@ -226,6 +226,9 @@ class Config:
     store: StoreConfig = StoreConfig()
     aws: AwsConfig = AwsConfig()
     source: Path | None = None
+    # The command line's overrides, kept so a reload re-applies them over the new file.
+    # Not shown and not compared: it may hold a MongoDB URI with a password.
+    overrides: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False)
 
     # -- building -------------------------------------------------------------------
     @classmethod
@@ -291,12 +294,25 @@ class Config:
                 config, store=dataclasses.replace(config.store, mongodb_uri=mongodb_uri)
             )
         _check_admin_exposure(label, config.admin)
-        return config
+        given = dict(self.overrides)
+        given.update(
+            (name, value)
+            for name, value in (
+                ("port", port), ("admin_port", admin_port), ("mongodb_uri", mongodb_uri), ("admin_token", admin_token)
+            )
+            if value is not None
+        )
+        return dataclasses.replace(config, overrides=tuple(given.items()))
+
+    def reread(self) -> Config:
+        """The source file read again, with the same command-line overrides on top."""
+        return Config.load(self.source).with_overrides(**dict(self.overrides))
 
     def redacted(self) -> dict[str, Any]:
         """Everything, as plain data, with secrets masked: safe to show or log."""
         data = _plain(self)
         data["source"] = str(self.source) if self.source else None
+        data["overrides"] = sorted(name for name, _ in self.overrides)  # names only: values may be secret
         if self.admin.token:
             data["admin"]["token"] = "***"
         data["store"]["mongodb_uri"] = self.store.mongodb_uri_redacted

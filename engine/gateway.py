@@ -290,7 +290,7 @@ class Gateway:
             if config is None:
                 if self.config.source is None:
                     raise ConfigError("<defaults>", "", "no configuration file to reload")
-                config = await asyncio.to_thread(Config.load, self.config.source)
+                config = await asyncio.to_thread(self.config.reread)
             report = await self._apply(self.config, config)
             self.config = config
             self.reloads += 1

@@ -234,12 +234,16 @@ class LbtuiApp(App[None]):
         return len(self.screen_stack) > 1
 
     async def _poll(self) -> None:
+        due = time.monotonic()
         while True:
-            started = time.monotonic()
             if not self.paused and not self._dialog_open():
                 await self.refresh_now()
-            # The next refresh is scheduled after this one finished, so they never overlap.
-            remaining = max(0.02, self.refresh_seconds - (time.monotonic() - started))
+            # Refreshes keep a fixed cadence (a timer that fires late under load does not
+            # push every later one back), never overlap, and never come in a burst to
+            # catch up after a stall.
+            now = time.monotonic()
+            due = max(due + self.refresh_seconds, now + 0.02)
+            remaining = due - now
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), remaining)

@@ -200,3 +200,52 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv: list[str]) -> None:
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("lbtui: "), lines
     assert "Traceback" not in done.stderr
+
+
+async def test_reload_keeps_command_line_overrides(tmp_path):
+    """SIGHUP re-reads the file but keeps --port/--admin-port/--mongodb-uri; secrets stay hidden."""
+    from engine.config import Config
+
+    path = tmp_path / "lbtui.toml"
+    path.write_text('[[listeners]]\nport = 8080\n[admin]\nport = 8404\n[[servers]]\nhost = "127.0.0.1"\nport = 9001\n')
+    config = Config.load(path).with_overrides(port=0, admin_port=0, mongodb_uri="mongodb://u:hunter2@127.0.0.1:1/")
+    path.write_text(path.read_text() + '[[servers]]\nhost = "127.0.0.1"\nport = 9002\n')
+    again = config.reread()
+    assert again.listeners[0].port == 0 and again.admin.port == 0
+    assert again.store.mongodb_uri == "mongodb://u:hunter2@127.0.0.1:1/"
+    assert len(again.servers) == 2
+    assert "hunter2" not in repr(again) and "hunter2" not in str(again.redacted())
+
+
+async def test_a_worker_whose_setup_fails_reports_it_and_retries():
+    import asyncio
+
+    from workers.base import Worker
+
+    class Flaky(Worker):
+        name = "flaky"
+
+        def __init__(self) -> None:
+            super().__init__(interval=0.01)
+            self.setups = 0
+            self.steps = 0
+
+        async def setup(self) -> None:
+            self.setups += 1
+            if self.setups < 3:
+                raise ConnectionError("store not there yet")
+
+        async def step(self) -> None:
+            self.steps += 1
+
+    worker = Flaky()
+    worker.start()
+    try:
+        async with asyncio.timeout(5):
+            while worker.steps == 0:
+                await asyncio.sleep(0.01)
+        assert worker.setups == 3
+        assert worker.failures == 2 and "store not there yet" in worker.last_error
+        assert worker.status()["ok"]
+    finally:
+        await worker.stop()

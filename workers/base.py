@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
@@ -118,8 +119,11 @@ class Worker(ABC):
     async def run_once(self) -> bool:
         """One step with error accounting; True when it succeeded. Tests call it directly."""
         self.runs += 1
+        return await self._guarded(self.step)
+
+    async def _guarded(self, action: Callable[[], Awaitable[None]]) -> bool:
         try:
-            await self.step()
+            await action()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a worker error is a status, never a crash
@@ -134,7 +138,10 @@ class Worker(ABC):
         return True
 
     async def _run(self) -> None:
-        await self.setup()
+        # A failing setup is a status with backoff, like a failing step, not a dead task.
+        while not self._stopping.is_set() and not await self._guarded(self.setup):
+            self.state = WorkerState.BACKOFF
+            await self._pause(self.backoff_delay(), self._stopping)
         while not self._stopping.is_set():
             ok = await self.run_once()
             self.state = WorkerState.RUNNING if ok else WorkerState.BACKOFF
