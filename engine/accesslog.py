@@ -304,11 +304,13 @@ class AccessLog:
 
     def _rotate(self) -> None:
         os.close(self._fd)
-        if self.backups > 0:
-            for index in range(self.backups - 1, 0, -1):
-                source = f"{self.path}.{index}"
-                if os.path.exists(source):
-                    os.replace(source, f"{self.path}.{index + 1}")
-            os.replace(self.path, f"{self.path}.1")
-        self._fd = self._open(truncate=True)
-        self._size = 0
+        try:
+            if self.backups > 0:
+                for index in range(self.backups - 1, 0, -1):
+                    source = f"{self.path}.{index}"
+                    if os.path.exists(source):
+                        os.replace(source, f"{self.path}.{index + 1}")
+                os.replace(self.path, f"{self.path}.1")
+        finally:  # a failed rename still leaves an open file to write to
+            self._fd = self._open(truncate=True)
+            self._size = 0

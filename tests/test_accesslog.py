@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import aiohttp
 from proxy_support import make_proxy, start_backends, wait_for
 
-from engine.accesslog import AccessLog, AccessRecord
+from engine.accesslog import AccessLog, AccessRecord, format_batch
 
 
 def record(path: str = "/x", status: int = 200) -> AccessRecord:
@@ -40,6 +41,16 @@ def test_lines_are_json_with_every_field(tmp_path) -> None:
 
 
 def test_rotation_by_size_keeps_the_backups(tmp_path) -> None:
+    """Off the loop every record is its own hand-over."""
+    check_rotation(tmp_path)
+
+
+async def test_rotation_by_size_inside_one_batch(tmp_path) -> None:
+    """On the loop the 200 records are one batch: it is cut between lines."""
+    check_rotation(tmp_path)
+
+
+def check_rotation(tmp_path) -> None:
     path = str(tmp_path / "access.log")
     log = AccessLog(path, max_bytes=2000, backups=2)
     for index in range(200):
@@ -83,8 +94,45 @@ async def test_records_written_on_the_loop_reach_disk_without_flush(tmp_path) ->
     try:
         for index in range(3):
             log.write(record(f"/t{index}"))
-        assert not path.read_text()  # still batched: nothing formatted on the loop
+        assert not path.read_text()  # still batched: formatted later, by a timer on the loop
         await wait_for(lambda: len(path.read_text().splitlines()) == 3, what="batch on disk")
         assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == ["/t0", "/t1", "/t2"]
     finally:
         await log.aclose()
+
+
+def test_batch_format_matches_one_record_at_a_time() -> None:
+    """The whole-batch formatter writes what each record's own to_json writes, for awkward
+    strings too (quotes, control bytes, non-ASCII, no server) and repeated clients."""
+    records = [
+        record('/q"uote\\back\nline'),
+        AccessRecord(1.25, "::1", "PATCH", "/ünï/\u2603?a=b", 502, None, 7, 0, 0.0, 12.0004),
+        record("/plain"),
+    ]
+    data = format_batch([r.values() for r in records]).decode("ascii")
+    assert data.splitlines() == [r.to_json() for r in records]
+    assert [json.loads(line)["path"] for line in data.splitlines()][:2] == [records[0].path, records[1].path]
+
+
+def test_a_record_that_does_not_format_does_not_lose_the_batch() -> None:
+    good = record("/ok").values()
+    bad = (1.0, "127.0.0.1", "GET", "/bad", None, "b0", 0, 0, 0.0, 0.0)  # status missing
+    lines = format_batch([good, bad, good]).decode().splitlines()  # type: ignore[list-item]
+    assert [json.loads(line)["path"] for line in lines] == ["/ok", "/bad", "/ok"]
+    assert json.loads(lines[1])["status"] is None
+
+
+async def test_a_line_longer_than_max_bytes_gets_a_file_of_its_own(tmp_path) -> None:
+    """On the loop the three records go out as one batch, cut into three files."""
+    path = str(tmp_path / "access.log")
+    log = AccessLog(path, max_bytes=300, backups=3)
+    log.write(record("/short"))
+    log.write(record("/" + "x" * 400))
+    log.write(record("/after"))
+    assert log.flush()
+    log.close()
+    newest, middle, oldest = (
+        [json.loads(line)["path"] for line in Path(name).read_text().splitlines()]
+        for name in (path, path + ".1", path + ".2")
+    )
+    assert (oldest, middle, newest) == (["/short"], ["/" + "x" * 400], ["/after"])

@@ -366,7 +366,9 @@ def test_ties_are_ordered_by_name_whatever_the_insertion_order(monkeypatch: pyte
     real_many = hashing.PointStream.points_many
     monkeypatch.setattr(hashing.PointStream, "points", lambda self, seed, a, b: real(self, 7, a, b))
     monkeypatch.setattr(
-        hashing.PointStream, "points_many", lambda self, seeds, c: real_many(self, [7] * len(seeds), c)
+        hashing.PointStream,
+        "points_many",
+        lambda self, seeds, c, **kw: real_many(self, [7] * len(seeds), c, **kw),
     )
     for order in (["b", "a"], ["a", "b"]):
         ring = ConsistentHash(None, 8)
@@ -383,8 +385,12 @@ def test_patched_index_matches_a_fresh_one() -> None:
 
     names = [f"10.0.0.{i}:80" for i in range(40)]
     ring = ConsistentHash(names, 512)
-    ring.get_node("warm")  # index built: later changes patch it
-    steps = [("add", "10.9.9.9:80", 2), ("remove", names[3], 0), ("weight", names[5], 3), ("weight", names[6], 0)]
+    steps = [
+        ("add", "10.9.9.9:80", 2),
+        ("remove", names[3], 0),
+        ("weight", names[5], 3),
+        ("weight", names[6], 0),
+    ]
     for op, name, w in steps:
         if op == "add":
             ring.add_node(name, w)
@@ -392,9 +398,23 @@ def test_patched_index_matches_a_fresh_one() -> None:
             ring.remove_node(name)
         else:
             ring.set_weight(name, w)
-        assert not ring._dirty  # the change left the next lookup nothing to rebuild
         patched = ring._start.copy()
         ring._reindex()
         assert np.array_equal(patched, ring._start)
         fresh = ConsistentHash(ring.nodes, 512)
         assert [ring.get_node(k) for k in KEYS[:500]] == fresh.get_nodes_many(KEYS[:500])
+
+
+def test_sentinel_carries_the_wrap_owner_through_changes() -> None:
+    """Past the last point, keys wrap to point 0's owner, read from the sentinel entry."""
+    ring = ConsistentHash([f"n{i}" for i in range(12)], 64)
+    for _ in range(3):
+        size = len(ring._ring)
+        first_owner = ring._names[int(ring._ring[0]) & 0xFFFF]
+        assert ring._buf.size == size + 1 and ring._ring_mv[size] & 0xFFFF == int(ring._ring[0]) & 0xFFFF
+        assert ring._find_many(ring._ring[:1] | (2**64 - 1))[0] == size  # the sentinel's index
+        assert ring._find(2**64 - 1) == 0 and ring._find_many(ring._ring[-1:] | 0xFFFF)[0] == size - 1
+        assert ring.get_nodes_many(KEYS[:300]) == [ring.get_node(k) for k in KEYS[:300]]
+        ring.remove_node(first_owner)  # point 0 changes owner: the sentinel must follow
+    ring.add_node("n0")
+    assert ring.get_nodes_many(KEYS[:300]) == ConsistentHash(ring.nodes, 64).get_nodes_many(KEYS[:300])

@@ -151,6 +151,27 @@ async def test_response_headers_pass_and_hop_by_hop_dropped(trio) -> None:
     assert text.index("X-Custom-Case") < text.index("Set-Cookie: a=1") < text.index("Set-Cookie: b=2")
 
 
+async def test_upstream_keep_alive_fields_are_cut_and_the_rest_relayed_as_is(trio) -> None:
+    """nginx's "Connection: keep-alive" (and Apache's Keep-Alive pair) concern only the
+    upstream connection: cut from the head, every other byte relayed unchanged, and the
+    client connection stays open for the next request."""
+    _, build = trio
+    fx = await build()
+    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    try:
+        for path in ("/nginx-head", "/apache-head", "/close-head", "/nginx-head"):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+            body = await asyncio.wait_for(reader.readexactly(5), 5)
+            assert body == b"fine\n"
+            lowered = head.lower()
+            assert "connection:" not in lowered and "keep-alive" not in lowered, head
+            assert head.startswith("HTTP/1.1 200 OK\r\nServer: t\r\n")
+            assert "Content-Type: text/plain\r\nContent-Length: 5\r\nX-After: 1\r\n\r\n" in head
+    finally:
+        writer.close()
+
+
 async def test_large_streamed_upload_and_download_keep_their_bytes(trio) -> None:
     _, build = trio
     fx = await build()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,6 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from engine.accesslog import AccessRecord
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
-    HOP_IN_HEAD,
     H_CONNECTION,
     H_FORWARDED,
     H_HOP,
@@ -31,6 +31,7 @@ from engine.proxy.headers import (
     H_UPGRADE,
     H_XFF,
     H_XPROTO,
+    HOP_IN_HEAD,
     IDEMPOTENT,
     PLAIN_TOKENS,
     REQUEST_KINDS,
@@ -63,6 +64,33 @@ _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
 _NO_REPLAY_YET: list[bytes] = []  # replayable, no body kept yet (never appended to)
 LAST_CHUNK = b"0\r\n\r\n"
+_NGINX_KEEP_ALIVE = b"connection: keep-alive\r\n"
+
+
+def _cut_plain_hops(head: bytes, low: bytes, hop: re.Match[bytes]) -> tuple[bytes, re.Match[bytes] | None]:
+    """Cut the hop-by-hop lines that say nothing but how the upstream connection behaves.
+
+    nginx answers every keep-alive request with ``Connection: keep-alive`` (Apache adds
+    ``Keep-Alive: timeout=5, max=100``): fields about the upstream connection only, so
+    the proxy drops them as plain byte cuts instead of taking the head apart. Returns
+    the head and the next hop-by-hop field left in it (None: the head can be relayed).
+    """
+    cut = 0  # bytes already cut from ``head`` (``low`` keeps the original offsets)
+    for _ in range(3):
+        start = hop.start() + 1
+        end = low.find(b"\n", start) + 1
+        if not end:
+            break
+        name, _, value = low[start:end].partition(b":")
+        name = name.rstrip(b" \t")
+        if not (name == b"keep-alive" or (name == b"connection" and value.strip(b" \t\r\n") in PLAIN_TOKENS)):
+            break
+        head = head[: start - cut] + head[end - cut :]
+        cut += end - start
+        hop = HOP_IN_HEAD(low, end - 1)
+        if hop is None:
+            return head, None
+    return head, hop
 
 
 class Reject(Exception):
@@ -77,42 +105,42 @@ class ClientConnection(asyncio.Protocol):
     """One client connection: parse, route, forward, relay; keep-alive and pipelining."""
 
     __slots__ = (
-        "proxy",
-        "lb",
-        "settings",
-        "pool",
-        "transport",
-        "parser",
-        "ip",
-        "ip_bytes",
-        "fwd_for",
-        "proto",
-        "phase",
-        "stamp",
-        "head_started",
-        "idle_since",
-        "head_bytes",
+        "active",
+        "batching",
+        "closed",
+        "closing",
+        "deferred_error",
         "fed",
         "fed_before",
         "fed_mark",
-        "good_host",
-        "fwd_host",
         "fwd_block",
-        "seen_bytes",
-        "parsing",
+        "fwd_for",
+        "fwd_host",
+        "good_host",
+        "head_bytes",
         "head_out",
-        "active",
-        "pending",
-        "paused",
-        "write_paused",
+        "head_started",
+        "idle_since",
+        "ip",
+        "ip_bytes",
+        "lb",
         "no_more",
-        "upgrading",
-        "deferred_error",
-        "closing",
-        "closed",
-        "batching",
         "outq",
+        "parser",
+        "parsing",
+        "paused",
+        "pending",
+        "phase",
+        "pool",
+        "proto",
+        "proxy",
         "route_request",
+        "seen_bytes",
+        "settings",
+        "stamp",
+        "transport",
+        "upgrading",
+        "write_paused",
     )
 
     def __init__(self, proxy: HttpProxy) -> None:
@@ -712,9 +740,20 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
             if ex.keep_alive and ex.http_minor == 1 and not self.closing and head.startswith(b"HTTP/1.1 "):
                 low = head.lower()
-                if b"\ncontent-length:" in low and HOP_IN_HEAD(low) is None:
-                    # The usual answer: framed by Content-Length, no hop-by-hop field,
-                    # relayed byte for byte (plus the proxy's own fields, if any).
+                hop = HOP_IN_HEAD(low) if b"\ncontent-length:" in low else True
+                if hop is not None and hop is not True:
+                    start = hop.start() + 1
+                    if low.startswith(_NGINX_KEEP_ALIVE, start):  # nginx's, exactly: inlined
+                        end = start + len(_NGINX_KEEP_ALIVE)
+                        hop = HOP_IN_HEAD(low, end - 1)
+                        if hop is None:
+                            head = head[:start] + head[end:]
+                    if hop is not None:
+                        head, hop = _cut_plain_hops(head, low, hop)
+                if hop is None:
+                    # The usual answer: framed by Content-Length, no hop-by-hop field
+                    # (once a plain "Connection: keep-alive" is cut out), relayed byte
+                    # for byte (plus the proxy's own fields, if any).
                     if ex.set_cookie or self.settings.server_header:
                         head = head[:-2] + self._own_fields(ex) + CRLF
                     if self.batching:

@@ -42,6 +42,7 @@ from lbtui.control.sampler import RequestSampler, RequestSource
 
 HISTORY = 12  # sparkline samples kept per server, one per second
 STATS_SECONDS = 1.0  # rates, percentiles and the gateway status are recomputed this often
+STAGGER = 4  # per-server figures are spread over this many refreshes (four a second)
 
 # A gateway status dict (what GET /api/status answers): its listeners and components.
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -89,6 +90,7 @@ class InProcessControl(Control):
         # The last full figures per server (Server.to_dict) and for the totals, reused
         # between the once-a-second recomputations.
         self._rows: dict[str, dict[str, Any]] = {}
+        self._due: dict[str, float] = {}  # when each server's full figures are next due
         self._totals: dict[str, Any] = {}
         self._totals_at = float("-inf")
         self._status_view: tuple[tuple[str, ...], dict[str, str]] = ((), {})
@@ -112,21 +114,29 @@ class InProcessControl(Control):
 
     async def servers(self) -> list[ServerView]:
         now = self._clock()
-        sample = now - self._sampled_at >= STATS_SECONDS
         servers = self.lb.servers
-        rows, histories = self._rows, self._history
-        if sample:
+        rows, histories, due = self._rows, self._history, self._due
+        if now - self._sampled_at >= STATS_SECONDS:  # forget servers that left
             self._sampled_at = now
             alive = {s.name for s in servers}
             for name in [n for n in histories if n not in alive]:
                 del histories[name]
                 rows.pop(name, None)
+                due.pop(name, None)
         views = []
-        for server in servers:
+        for index, server in enumerate(servers):
             name = server.name
             row = rows.get(name)
-            if sample or row is None:
+            at = due.get(name)
+            sample = row is None or at is None or now >= at
+            if sample:
                 row = rows[name] = server.to_dict()
+                # Each server's full figures come once a second, a quarter of the pool per
+                # refresh (phases kept across pauses), so no refresh carries them all.
+                if at is None:
+                    due[name] = now + STATS_SECONDS * (1 + (index % STAGGER) / STAGGER)
+                else:
+                    due[name] = at + STATS_SECONDS * (int((now - at) / STATS_SECONDS) + 1)
             else:  # between samples: only the figures that move faster than once a second
                 stats = server.stats
                 status = server.status()
@@ -148,6 +158,11 @@ class InProcessControl(Control):
                 history.append(float(row.get("rps", 0.0)))
             views.append(ServerView.from_dict(row, tuple(history)))
         return views
+
+    async def snapshot(self) -> tuple[list[ServerView], TotalsView]:
+        # Plain awaits, not gather: neither read suspends, and tasks would each wait for a
+        # turn of an event loop the proxy keeps busy.
+        return await self.servers(), await self.totals()
 
     async def totals(self) -> TotalsView:
         lb = self.lb

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 
 from rich.text import Text
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import RichLog
 
 from lbtui.control.base import EventView, RequestView
@@ -26,7 +28,16 @@ def clock_time(at: float) -> str:
 
 
 class LogPane(RichLog):
-    """A capped log; the app feeds it in batches from its refresh loop."""
+    """A capped log; the app feeds it in batches from its refresh loop.
+
+    Each new line grows the log's virtual height. A widget's ``virtual_size`` normally
+    asks for a layout of the whole screen when it changes, which repaints every widget
+    (header, footer, table, ring) for each logged line, two or more a second. The pane's
+    own height is fixed by CSS, so a longer log only moves its scrollbar: the pane
+    updates that itself, and a layout happens only when the scrollbar first appears.
+    """
+
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), repaint=True)
 
     DEFAULT_CSS = """
     LogPane {
@@ -43,6 +54,9 @@ class LogPane(RichLog):
         super().__init__(max_lines=MAX_LINES, wrap=True, markup=False, highlight=False, id=id)
         self.clock = clock
         self.border_title = "log"
+
+    def watch_virtual_size(self, size: Size) -> None:
+        self._scroll_update(size)  # scrollbar thumb and bounds; toggling it lays out
 
     def add_event(self, event: EventView) -> None:
         """An engine/store/worker event."""

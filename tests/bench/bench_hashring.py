@@ -178,7 +178,7 @@ def vsweep(trials: int) -> None:
     print(f"\nPeak-to-mean of exact shares over {trials} random 100-server name sets")
     print("| virtual_nodes | median | p90 | max | share of sets <= 1.05 |")
     print("|---:|---:|---:|---:|---:|")
-    for vn in (1024, 2048, 3072, 4096, 5120):
+    for vn in (1024, 2048, 3072, 3584, 4096, 5120):
         ptms = []
         for t in range(trials):
             rnd = random.Random(t)

@@ -11,6 +11,7 @@ rounds and the ratio lbtui/baseline are printed.
 - ``baseline``: the minimal proxy of issue 3, written below: parse with llhttp, rebuild
   the request head, one pooled upstream connection per client connection, keep-alive
   both sides, nothing else.
+- ``lbtui-rr-nolog``: ``lbtui-rr`` without its access log, to price the log in the same run.
 - ``lbtui-rr`` / ``lbtui-hash``: ``HttpProxy`` with three servers (on the one backend),
   round robin or consistent hashing on the client IP, stats with percentiles, a JSON
   access log to a temporary file, X-Forwarded-*/Forwarded added.
@@ -39,7 +40,15 @@ from multiprocessing.connection import Connection
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\n\r\nHello, world!\n"
+# The head nginx's `return 200 "..."` answers over a keep-alive connection (the backends
+# of bench_proxy.py): its `Connection: keep-alive` is a hop-by-hop field a proxy must
+# drop. ``BENCH_PLAIN_HEAD=1`` answers the bare head used before (no such field).
+NGINX_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 00:30:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 14\r\nConnection: keep-alive\r\n\r\nHello, world!\n"
+)
+PLAIN_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\n\r\nHello, world!\n"
+RESPONSE = PLAIN_RESPONSE if os.environ.get("BENCH_PLAIN_HEAD") else NGINX_RESPONSE
 REQUEST = b"GET /item/42?x=1 HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\n\r\n"
 
 
@@ -175,7 +184,9 @@ async def _start_baseline(backend_port: int) -> int:
 
 
 # -- lbtui ---------------------------------------------------------------------------------
-async def _start_lbtui(backend_port: int, policy: str, log_dir: str) -> tuple[int, object]:
+async def _start_lbtui(
+    backend_port: int, policy: str, log_dir: str, nolog: bool = False
+) -> tuple[int, object]:
     from engine.accesslog import AccessLog
     from engine.balancer import LoadBalancer
     from engine.proxy import HttpProxy
@@ -183,14 +194,10 @@ async def _start_lbtui(backend_port: int, policy: str, log_dir: str) -> tuple[in
 
     servers = [Server("127.0.0.1", backend_port, name=f"b{i}") for i in range(3)]
     lb = LoadBalancer(servers, policy, hash_key="client_ip")
-    log = None if os.environ.get("BENCH_NOLOG") else AccessLog(os.path.join(log_dir, f"access-{policy}.log"))
+    nolog = nolog or bool(os.environ.get("BENCH_NOLOG"))
+    log = None if nolog else AccessLog(os.path.join(log_dir, f"access-{policy}-{os.getpid()}.log"))
     proxy = HttpProxy(lb, access_log=log)
     await proxy.start()
-    import gc
-    if os.environ.get("BENCH_GC") == "off":
-        gc.disable()
-    elif os.environ.get("BENCH_GC") == "freeze":
-        gc.freeze()
     return proxy.port, lb
 
 
@@ -209,7 +216,10 @@ def _run_proxy(kind: str, backend_port: int, control: Connection, log_dir: str, 
             port = await _start_baseline(backend_port)
         else:
             port, _ = await _start_lbtui(
-                backend_port, "round_robin" if kind == "lbtui-rr" else "consistent_hash", log_dir
+                backend_port,
+                "consistent_hash" if kind == "lbtui-hash" else "round_robin",
+                log_dir,
+                nolog=kind.endswith("-nolog"),
             )
         stop = loop.create_future()
 
@@ -280,8 +290,8 @@ async def _inprocess(kind: str, total: int, log_dir: str) -> float:
         return (time.process_time() - started) / total * 1e6
     from engine.proxy.pool import UpstreamConnection
 
-    policy = "round_robin" if kind == "lbtui-rr" else "consistent_hash"
-    _, lb = await _start_lbtui_inprocess(policy, log_dir)
+    policy = "consistent_hash" if kind == "lbtui-hash" else "round_robin"
+    _, lb = await _start_lbtui_inprocess(policy, log_dir, nolog=kind.endswith("-nolog"))
     proxy = lb  # type: ignore[assignment]
     conn = proxy.make_client()
     conn.connection_made(_NullTransport())
@@ -302,7 +312,7 @@ async def _inprocess(kind: str, total: int, log_dir: str) -> float:
     return elapsed / total * 1e6
 
 
-async def _start_lbtui_inprocess(policy: str, log_dir: str) -> tuple[None, object]:
+async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False) -> tuple[None, object]:
     from engine.accesslog import AccessLog
     from engine.balancer import LoadBalancer
     from engine.proxy import HttpProxy
@@ -311,7 +321,8 @@ async def _start_lbtui_inprocess(policy: str, log_dir: str) -> tuple[None, objec
 
     servers = [Server("127.0.0.1", 9, name=f"b{i}") for i in range(3)]
     lb = LoadBalancer(servers, policy, hash_key="client_ip")
-    log = None if os.environ.get("BENCH_NOLOG") else AccessLog(os.path.join(log_dir, f"inproc-{policy}.log"))
+    nolog = nolog or bool(os.environ.get("BENCH_NOLOG"))
+    log = None if nolog else AccessLog(os.path.join(log_dir, f"inproc-{policy}.log"))
     proxy = HttpProxy(lb, access_log=log)
     proxy.make_client = lambda: ClientConnection(proxy)  # type: ignore[attr-defined]
     await proxy.start()  # listening, so new connections are not refused as "stopping"
