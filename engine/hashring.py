@@ -53,8 +53,7 @@ is about 1/sqrt(V). Over 100 servers the largest share sits about 2.5-3 sigma ab
 the mean, so peak-to-mean <= 1.05 for almost any set of names needs V in the
 thousands. Measured over 200 random 100-server name sets (bench --vsweep): V=2048
 meets 1.05 in 28% of them, 3072 in 73%, 3584 in 84%, 4096 in 96% (median 1.039),
-5120 in 99%.
-4096 is the knee: 5120 buys 3 points of coverage for 25% more memory and merge time.
+5120 in 99%. 4096 is the knee: 5120 buys 3 points of coverage for 25% more memory and merge time.
 Movement stays optimal (only keys of the changed node move; one add moves 1/(N+1)
 within about +-1.6%). Cost: 8 bytes per point (3.3 MB at 100 servers) and O(points)
 array merges, about a millisecond per add or remove (index patch included); fewer points
