@@ -32,7 +32,7 @@ from engine.policies import (
     WeightedRoundRobin,
 )
 from engine.ratelimit import ClientRateLimiter, TokenBucket
-from engine.server import AdminState, Health, Server, bump_generation, state_generation
+from engine.server import AdminState, Health, Server, bump_generation, server_name_problem, state_generation
 from engine.server import _generation as _GENERATION  # read inline on the hot path
 from engine.stats import TrafficStats
 
@@ -172,6 +172,10 @@ class LoadBalancer:
 
     # -- membership -------------------------------------------------------------------
     def _admit(self, server: Server) -> None:
+        # Every path (config, admin API, dashboard, discovery, store) ends here; the name
+        # travels in the sticky cookie, so it is checked here once for all of them.
+        if server.name != f"{server.host}:{server.port}" and (problem := server_name_problem(server.name)):
+            raise ValueError(f"server name {problem}")
         if server.name in self._by_name:
             raise ValueError(f"a server named {server.name!r} already exists")
         self.servers.append(server)

@@ -22,13 +22,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.balancer import HashKey, canonical_algorithm
-from engine.server import AdminState
+from engine.server import AdminState, server_name_problem
 
 T = TypeVar("T")
 _MISSING: Any = object()
 TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 
@@ -341,17 +340,6 @@ def redact_uri(uri: str) -> str:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}" if user else f"***@{hosts}"))
-
-
-def server_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a server, or None when it can.
-
-    One rule for the file and the admin API: the name travels in the sticky cookie's
-    value and in URLs, so ``;``, ``,``, ``/``, spaces and control characters are out.
-    """
-    if _NAME.match(name):
-        return None
-    return f"{name[:40]!r}: use letters, digits and . _ : @ - (at most 128)"
 
 
 def host_problem(host: str) -> str | None:

@@ -7,11 +7,26 @@ probed so the operator sees whether it would come back.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 
 from engine.stats import TrafficStats
+
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a server, or None when it can.
+
+    One rule for the file and the admin API: the name travels in the sticky cookie's
+    value and in URLs, so ``;``, ``,``, ``/``, spaces and control characters are out.
+    """
+    if SERVER_NAME.match(name):
+        return None
+    return f"{name[:40]!r}: use letters, digits and . _ : @ - (at most 128)"
+
 
 # Bumped on every change that can alter which servers are eligible, so routers can cache
 # their candidate lists and notice changes made directly on Server objects (seed API).

@@ -256,3 +256,11 @@ def test_maglev_health_flap_moves_only_that_servers_keys_and_keeps_the_table():
     assert all(before[k] == after[k] for k in keys if before[k] != "s1")
     moved_to = {after[k] for k in keys if before[k] == "s1"}
     assert "s1" not in moved_to and len(moved_to) >= 3  # spread, not dumped on one server
+
+
+def test_server_names_that_would_break_the_sticky_cookie_are_refused():
+    lb, _ = make(1)
+    for bad in ("a;Domain=evil", "two words", "slash/name", "ünï"):
+        with pytest.raises(ValueError, match="server name"):
+            lb.add_server(Server("127.0.0.1", 9300, name=bad))
+    assert lb.add_server(Server("::1", 9301)).name == "::1:9301"  # default names are fine
