@@ -159,11 +159,6 @@ class InProcessControl(Control):
             views.append(ServerView.from_dict(row, tuple(history)))
         return views
 
-    async def snapshot(self) -> tuple[list[ServerView], TotalsView]:
-        # Plain awaits, not gather: neither read suspends, and tasks would each wait for a
-        # turn of an event loop the proxy keeps busy.
-        return await self.servers(), await self.totals()
-
     async def totals(self) -> TotalsView:
         lb = self.lb
         now = self._clock()
