@@ -9,7 +9,7 @@ how the overall figures and several lbtui instances combine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 _monotonic = time.monotonic
 
@@ -66,17 +66,24 @@ class LatencyHistogram:
 
     def percentile(self, p: float) -> float:
         """The p-th percentile (0-100) in seconds; 0.0 when empty."""
+        return self.percentiles((p,))[0]
+
+    def percentiles(self, ps: Sequence[float]) -> list[float]:
+        """Several percentiles (ascending) in one pass over the sorted buckets."""
         if not self.total:
-            return 0.0
-        rank = max(1, int(self.total * p / 100.0 + 0.999999))
+            return [0.0] * len(ps)
+        ranks = [max(1, int(self.total * p / 100.0 + 0.999999)) for p in ps]
+        result: list[float] = []
         seen = 0
-        for index in sorted(self.counts):
-            seen += self.counts[index]
-            if seen >= rank:
-                low = _bucket_floor(index)
-                high = _bucket_floor(index + 1)
-                return min((low + high) / 2.0, self.max_micros) / 1_000_000
-        return self.max_micros / 1_000_000
+        counts = self.counts
+        for index in sorted(counts):
+            seen += counts[index]
+            while len(result) < len(ranks) and seen >= ranks[len(result)]:
+                middle = (_bucket_floor(index) + _bucket_floor(index + 1)) / 2.0
+                result.append(min(middle, self.max_micros) / 1_000_000)
+            if len(result) == len(ranks):
+                return result
+        return result + [self.max_micros / 1_000_000] * (len(ranks) - len(result))
 
     def mean(self) -> float:
         return self.sum_micros / self.total / 1_000_000 if self.total else 0.0
@@ -264,15 +271,15 @@ class TrafficStats:
         return self.errors / self.requests if self.requests else 0.0
 
     def to_dict(self) -> dict[str, float | int]:
-        latency = self.latency
+        p50, p90, p99 = self.latency.percentiles((50, 90, 99))
         return {
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": round(self.error_rate, 6),
             "rps": round(self.rate.rate(), 3),
-            "p50_ms": round(latency.percentile(50) * 1000, 3),
-            "p90_ms": round(latency.percentile(90) * 1000, 3),
-            "p99_ms": round(latency.percentile(99) * 1000, 3),
+            "p50_ms": round(p50 * 1000, 3),
+            "p90_ms": round(p90 * 1000, 3),
+            "p99_ms": round(p99 * 1000, 3),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
         }

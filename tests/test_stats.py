@@ -53,3 +53,11 @@ def test_prometheus_buckets_are_cumulative():
         hist.record(v)
     buckets = dict(hist.buckets([0.005, 0.1, 1.0]))
     assert buckets == {0.005: 2, 0.1: 3, 1.0: 4}
+
+
+@given(st.lists(st.floats(min_value=0.00001, max_value=30.0), min_size=0, max_size=200))
+def test_percentiles_in_one_pass_equal_one_at_a_time(values):
+    hist = LatencyHistogram()
+    for v in values:
+        hist.record(v)
+    assert hist.percentiles((50, 90, 99, 100)) == [hist.percentile(p) for p in (50, 90, 99, 100)]
