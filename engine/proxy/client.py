@@ -45,6 +45,7 @@ from engine.proxy.pool import UpstreamConnection
 from engine.proxy.responses import error_response
 
 if TYPE_CHECKING:
+    from engine.balancer import LoadBalancer
     from engine.proxy.http import HttpProxy
     from engine.server import Server
 
@@ -232,9 +233,9 @@ class ClientConnection(asyncio.Protocol):
         self.pool.now = now
         if self.no_more:
             return
-        ex = self.active
         if self.upgrading:
             # Bytes after an Upgrade request: the new protocol's, passed through as is.
+            ex = self.active
             if ex is not None:
                 if ex.tunnel and ex.upstream is not None and ex.upstream.transport is not None:
                     ex.upstream.transport.write(data)
@@ -248,13 +249,14 @@ class ClientConnection(asyncio.Protocol):
                         self.pause_reading(PAUSE_BUFFER)
             return
         self.seen_bytes = True
-        if self.phase == IDLE:  # the first byte of a new request starts its head's clock
-            self.phase = HEAD
+        phase = self.phase
+        if phase == IDLE:  # the first byte of a new request starts its head's clock
+            self.phase = phase = HEAD
             self.head_started = now
         size = len(data)
-        self.fed_before = self.fed
-        self.fed += size
-        if self.phase != BODY:
+        self.fed_before = fed = self.fed
+        self.fed = fed + size
+        if phase != BODY:
             self.head_bytes += size
         try:
             self.parser.feed_data(data)
@@ -498,12 +500,28 @@ class ClientConnection(asyncio.Protocol):
         if not ex.chunked and not ex.content_length:
             # _queue, inlined for the common bodiless request
             self.proxy.active_requests += 1
-            if self.active is None:
-                self._start(ex)
-            else:
+            if self.active is not None:
                 self.pending.append(ex)
                 if len(self.pending) >= PIPELINE_LIMIT:
                     self.pause_reading(PAUSE_PIPELINE)
+                return
+            lb = self.lb
+            host = ex.host
+            if (
+                host is not None
+                and host == self.fwd_host
+                and ex.conn_tokens is None
+                and ex.prior_xff is None
+                and ex.prior_fwd is None
+                and not (ex.has_proto or ex.has_xhost or ex.upgrade)
+                and ex.method != b"HEAD"
+                and lb.client_limiter is None
+                and lb.affinity is None
+                and (not lb.policy.uses_key or lb.hash_key.kind == "client_ip")
+            ):
+                self._start_plain(ex, lb)
+            else:
+                self._start(ex)
 
     # -- request side ------------------------------------------------------------------
     def _queue(self, ex: Exchange) -> None:
@@ -554,6 +572,60 @@ class ClientConnection(asyncio.Protocol):
         else:
             ex.head = self._build_head(ex)
         self._dispatch(ex, server)
+
+    def _start_plain(self, ex: Exchange, lb: LoadBalancer) -> None:
+        """``_start``, ``_dispatch`` and ``_attach`` in one for the usual request.
+
+        The caller has checked what makes it usual: bodiless, no hop-by-hop options or
+        trusted forwarding fields, not HEAD, the connection's usual Host, and a policy
+        that reads nothing but the client's address (no client rate limit, no sticky
+        sessions). Validation ran before (``on_headers_complete``); only the work differs.
+        """
+        self.active = ex
+        request = self.route_request
+        ex.request = request
+        server = lb.route(request)
+        if server is None:
+            self._respond_error(ex, 503)
+            return
+        out = ex.out
+        out.append(self.fwd_block)
+        ex.head = head = b"".join(out)
+        out.pop()  # ``out`` stays the headers' only copy (RequestHeaders reads it)
+        ex.server = server
+        ex.tried.append(server)
+        server.active_connections += 1  # lb.begin(server), inlined
+        lb.in_flight += 1
+        ex.in_flight = True
+        pool = self.pool
+        now = ex.up_started = pool.now
+        idle = pool._idle.get(id(server))  # pool.acquire(server), inlined
+        while idle:
+            conn = idle.pop()
+            transport = conn.transport
+            if not conn.closed and transport is not None and not transport.is_closing():
+                break
+        else:
+            ex.connect_task = asyncio.get_running_loop().create_task(self._connect(ex, server))
+            return
+        ex.upstream = conn
+        if conn.head_only or conn.parser is None:
+            conn.bind(self, False)
+        else:  # conn.bind's common case, inlined
+            conn.client = self
+            conn.acc = b""
+            conn.pos = 0
+            conn.want_head = True
+            conn.status = 0
+            conn.stamp = now
+            conn.uses += 1
+        ex.sent = True
+        sent = len(head)
+        server.stats.bytes_out += sent
+        lb.totals.bytes_out += sent
+        transport.write(head)
+        if self.write_paused:
+            transport.pause_reading()
 
     def _build_head(self, ex: Exchange) -> bytes:
         out = ex.out
@@ -745,7 +817,10 @@ class ClientConnection(asyncio.Protocol):
                     start = hop.start() + 1
                     if low.startswith(_NGINX_KEEP_ALIVE, start):  # nginx's, exactly: inlined
                         end = start + len(_NGINX_KEEP_ALIVE)
-                        hop = HOP_IN_HEAD(low, end - 1)
+                        # Usually the head's last line: then nothing after it is left to search.
+                        hop = (
+                            None if len(low) - end == 2 and low.endswith(CRLF) else HOP_IN_HEAD(low, end - 1)
+                        )
                         if hop is None:
                             head = head[:start] + head[end:]
                     if hop is not None:
@@ -863,6 +938,60 @@ class ClientConnection(asyncio.Protocol):
         else:
             up.close()
         self._finish(ex)
+
+    def response_complete(self, up: UpstreamConnection, ex: Exchange) -> None:
+        """``response_done`` and ``_finish`` merged for the usual ending, inline.
+
+        The caller (the upstream's ``on_message_complete``) has checked what makes it
+        usual: this connection's active exchange, request fully read, upstream kept
+        alive, body relayed as received, nothing asking to close or tunnel, no error
+        deferred behind it.
+        """
+        ex.upstream = None
+        pool = self.pool
+        now = pool.now
+        if ex.in_flight:
+            ex.in_flight = False
+            self.lb.finish(ex.server, ex.status, up.stamp - ex.up_started)  # type: ignore[arg-type]
+        idle = pool._idle.get(up.key)
+        if idle is not None and not up.closed and len(idle) < pool.size:
+            up.client = None  # pool.release(up), inlined
+            up.idle_since = now
+            idle.append(up)
+        else:
+            pool.release(up)
+        ex.done = True
+        self.active = None
+        proxy = self.proxy
+        proxy.active_requests -= 1
+        if proxy.observers:
+            self._record(ex)
+        else:
+            access_log = proxy.access_log
+            if access_log is not None:
+                server = ex.server
+                method = ex.method
+                access_log.write_values(
+                    (
+                        ex.started + proxy.wall_offset,
+                        self.ip,
+                        _METHODS.get(method) or method.decode("latin-1"),
+                        ex.path or ex.url.decode("latin-1"),
+                        ex.status,
+                        server.name if server is not None else None,
+                        ex.bytes_in,
+                        ex.bytes_out,
+                        ex.upstream_ms,
+                        (now - ex.started) * 1000.0,
+                    )
+                )
+        self.idle_since = now
+        if self.paused & PAUSE_UPSTREAM:
+            self.resume_reading(PAUSE_UPSTREAM)
+        if self.pending:
+            nxt = self.pending.popleft()
+            self.resume_reading(PAUSE_PIPELINE)
+            self._start(nxt)
 
     def upstream_lost(self, up: UpstreamConnection) -> None:
         ex = self.active

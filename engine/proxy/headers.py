@@ -105,7 +105,7 @@ HEAD_END = re.compile(rb"\r?\n\r?\n")
 class ResponseHead:
     """A response head taken apart, for the rare answers that cannot be relayed as they are."""
 
-    __slots__ = ("reason", "out", "length_known", "chunked", "tokens", "upgrade_value")
+    __slots__ = ("chunked", "length_known", "out", "reason", "tokens", "upgrade_value")
 
     def __init__(self, head: bytes) -> None:
         lines = head.split(b"\n")

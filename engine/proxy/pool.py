@@ -34,22 +34,22 @@ class UpstreamConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "pool",
-        "server",
-        "key",
-        "transport",
-        "client",
-        "parser",
         "acc",
-        "pos",
-        "want_head",
-        "status",
-        "head_only",
-        "tunnel",
+        "client",
         "closed",
-        "stamp",
+        "head_only",
         "idle_since",
+        "key",
+        "parser",
+        "pool",
+        "pos",
+        "server",
+        "stamp",
+        "status",
+        "transport",
+        "tunnel",
         "uses",
+        "want_head",
     )
 
     def __init__(self, pool: UpstreamPool, server: Server) -> None:
@@ -218,8 +218,22 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200 or self.head_only:
             return
         client = self.client
-        if client is not None and self.parser is not None:
-            client.response_done(self, self.parser.should_keep_alive())
+        parser = self.parser
+        if client is None or parser is None:
+            return
+        keep = parser.should_keep_alive()
+        ex = client.active
+        if (
+            keep
+            and ex is not None
+            and ex.upstream is self
+            and ex.body_done
+            and not (ex.resp_chunked or ex.must_close or ex.done)
+            and not (client.closing or client.upgrading or client.deferred_error)
+        ):
+            client.response_complete(self, ex)  # the usual ending, in one call
+        else:
+            client.response_done(self, keep)
 
 
 class UpstreamPool:
