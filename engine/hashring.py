@@ -367,11 +367,12 @@ class ConsistentHash:
         ins = self._find_many(pts)
         # A new point on the same 48-bit position as another node's point would be
         # ordered by slot, which depends on history: rebuild to order it by name instead.
-        for nb in (ring.take(ins, mode="wrap"), ring.take(ins - 1, mode="wrap")):
-            nb ^= pts
-            if ((nb <= _IDX_MASK) & (nb != 0)).any():
-                self._rebuild()
-                return
+        # Only ring[ins] can tie: ring[ins - 1] < (point & _POS_MASK), a lower position.
+        nb = ring.take(ins, mode="wrap")
+        nb ^= pts
+        if ((nb <= _IDX_MASK) & (nb != 0)).any():
+            self._rebuild()
+            return
         n = size + pts.size
         dst = ins + np.arange(pts.size)  # np.insert, minus its generality
         out = np.empty(n + 1, dtype=np.uint64)

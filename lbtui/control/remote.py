@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from engine.balancer import ALGORITHMS as ENGINE_ALGORITHMS
 from lbtui.control.base import (
     AnalyticsView,
     Control,
@@ -35,8 +36,7 @@ from lbtui.control.base import (
 )
 
 HISTORY = 12
-ALGORITHMS = ["round_robin", "weighted_round_robin", "least_connections", "least_request", "peak_ewma",
-              "random", "consistent_hash", "bounded_hash", "maglev"]
+ALGORITHMS = list(ENGINE_ALGORITHMS)  # the engine's list: a new policy shows up here by itself
 
 
 class RemoteControl(Control):

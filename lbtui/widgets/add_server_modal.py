@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,10 +13,10 @@ from textual.screen import ModalScreen
 from textual.validation import Function, Integer, Validator
 from textual.widgets import Button, Input, Label
 
+from engine.config import host_problem
+from engine.server import server_name_problem
 from lbtui.control.base import ControlError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$|^\[?[0-9A-Fa-f:]+\]?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +31,8 @@ class NewServer:
 
 FIELDS: dict[str, tuple[str, str, list[Validator]]] = {
     "name": ("name", "e.g. web-4 (empty: host:port)", [
-        Function(lambda v: not v or bool(NAME_RE.match(v)), "letters, digits, . _ : - only")]),
-    "host": ("host", "e.g. 127.0.0.1", [Function(lambda v: bool(HOST_RE.match(v)), "a host name or IP address")]),
+        Function(lambda v: not v or server_name_problem(v) is None, "letters, digits, . _ : @ - only")]),
+    "host": ("host", "e.g. 127.0.0.1", [Function(lambda v: bool(v) and host_problem(v) is None, "a host name or IP address")]),
     "port": ("port", "1-65535", [Integer(1, 65535, failure_description="port must be 1 to 65535")]),
     "weight": ("weight", "0-1000", [Integer(0, 1000, failure_description="weight must be 0 to 1000")]),
 }
