@@ -22,7 +22,7 @@ which also carry the kernel's share (two reads and two writes per request, the s
 for every proxy). ``--no-access-log`` runs lbtui without its access log.
 
     python tests/bench/bench_proxy_cpu.py [--requests 20000] [--connections 50] [--rounds 5]
-    python tests/bench/bench_proxy_cpu.py --inprocess [--rounds 7]
+    python tests/bench/bench_proxy_cpu.py --inprocess [--rounds 7] [--inprocess-connections 50]
     python tests/bench/bench_proxy_cpu.py --profile /tmp/lbtui.prof   # cProfile of lbtui-hash
 """
 
@@ -274,8 +274,15 @@ class _NullTransport:
         pass
 
 
-async def _inprocess(kind: str, total: int, log_dir: str) -> float:
-    """CPU us per request of one proxy driven by direct calls: request in, response in."""
+async def _inprocess(kind: str, total: int, log_dir: str, conns: int = 1) -> float:
+    """CPU us per request of one proxy driven by direct calls: request in, response in.
+
+    With ``conns`` > 1, that many client connections each have a request in flight at
+    once (requests to all, then responses to all), as the socket rounds do: the working
+    set of connection, exchange and upstream objects is that of 50 busy clients, not one.
+    """
+    if conns > 1:
+        return await _inprocess_many(kind, total, log_dir, conns)
     if kind == "baseline":
         client = _BaseClient(0)
         client.connection_made(_NullTransport())  # type: ignore[arg-type]
@@ -312,6 +319,60 @@ async def _inprocess(kind: str, total: int, log_dir: str) -> float:
     return elapsed / total * 1e6
 
 
+async def _inprocess_many(kind: str, total: int, log_dir: str, conns: int) -> float:
+    rounds = max(1, total // conns)
+    if kind == "baseline":
+        pairs = []
+        for _ in range(conns):
+            client = _BaseClient(0)
+            client.connection_made(_NullTransport())  # type: ignore[arg-type]
+            up = _BaseUpstream(client)
+            up.connection_made(_NullTransport())  # type: ignore[arg-type]
+            client.upstream = up
+            pairs.append((client.data_received, up.data_received))
+        feeds = [f for f, _ in pairs]
+        answers = [a for _, a in pairs]
+        started = time.process_time()
+        for _ in range(rounds):
+            for feed in feeds:
+                feed(REQUEST)
+            for answer in answers:
+                answer(RESPONSE)
+        return (time.process_time() - started) / (rounds * conns) * 1e6
+    from engine.proxy.pool import UpstreamConnection
+
+    policy = "consistent_hash" if kind == "lbtui-hash" else "round_robin"
+    _, proxy = await _start_lbtui_inprocess(policy, log_dir, nolog=kind.endswith("-nolog"))
+    clients = []
+    for index in range(conns):
+        conn = proxy.make_client()  # type: ignore[attr-defined]
+        transport = _NullTransport()
+        transport.get_extra_info = (  # type: ignore[method-assign]
+            lambda name, default=None, i=index: (
+                (f"127.0.0.{1 + i % 200}", 40000 + i) if name == "peername" else default
+            )
+        )
+        conn.connection_made(transport)
+        clients.append(conn)
+    for server in proxy.lb.servers:  # type: ignore[attr-defined]
+        for _ in range(conns):
+            upstream = UpstreamConnection(proxy.pool, server)  # type: ignore[attr-defined]
+            upstream.connection_made(_NullTransport())  # type: ignore[arg-type]
+            proxy.pool.release(upstream)  # type: ignore[attr-defined]
+    feeds = [c.data_received for c in clients]
+    started = time.process_time()
+    for _ in range(rounds):
+        for feed in feeds:
+            feed(REQUEST)
+        for conn in clients:
+            conn.active.upstream.data_received(RESPONSE)
+    if proxy.access_log is not None:  # type: ignore[attr-defined]
+        proxy.access_log.flush()  # type: ignore[attr-defined]
+    elapsed = time.process_time() - started
+    await proxy.stop(0)  # type: ignore[attr-defined]
+    return elapsed / (rounds * conns) * 1e6
+
+
 async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False) -> tuple[None, object]:
     from engine.accesslog import AccessLog
     from engine.balancer import LoadBalancer
@@ -329,13 +390,13 @@ async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False)
     return None, proxy
 
 
-def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str) -> None:
+def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str, conns: int = 1) -> None:
     _install_uvloop()
     log_dir = tempfile.mkdtemp(prefix="lbtui-bench-cpu-")
     results: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
         for kind in kinds:
-            results[kind].append(asyncio.run(_inprocess(kind, total, log_dir)))
+            results[kind].append(asyncio.run(_inprocess(kind, total, log_dir, conns)))
     if profile:
         import cProfile
 
@@ -345,7 +406,7 @@ def _run_inprocess(kinds: list[str], total: int, rounds: int, profile: str) -> N
             {"total": total, "log_dir": log_dir, "asyncio": asyncio, "_inprocess": _inprocess},
             profile,
         )
-    print(f"in-process (no sockets): requests={total} rounds={rounds}")
+    print(f"in-process (no sockets): requests={total} rounds={rounds} connections in flight={conns}")
     for kind in kinds:
         rounds = ", ".join(f"{x:.2f}" for x in results[kind])
         print(
@@ -442,13 +503,19 @@ def main() -> None:
     parser.add_argument(
         "--inprocess", action="store_true", help="drive the proxies by direct calls, no sockets"
     )
+    parser.add_argument(
+        "--inprocess-connections",
+        type=int,
+        default=1,
+        help="with --inprocess: client connections with a request in flight at once (50 = the socket rounds)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="run lbtui without its access log")
     args = parser.parse_args()
     if args.no_access_log:
         os.environ["BENCH_NOLOG"] = "1"  # read by the proxy processes, which inherit it
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     if args.inprocess:
-        _run_inprocess(kinds, args.requests, args.rounds, args.profile)
+        _run_inprocess(kinds, args.requests, args.rounds, args.profile, args.inprocess_connections)
         return
     loop_name = _install_uvloop()
     ctx = multiprocessing.get_context("spawn")
