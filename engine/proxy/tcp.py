@@ -11,18 +11,12 @@ connect time as ``upstream_ms`` and the connection's lifetime as ``total_ms``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import ssl
 import time
-from collections.abc import Callable
 
-from engine.accesslog import AccessLog, AccessRecord
-from engine.balancer import LoadBalancer
-from engine.proxy.settings import ProxySettings
+from engine.accesslog import AccessRecord
+from engine.proxy.listener import Listener
 from engine.server import Server
 
-log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 BUFFER_LIMIT = 256 * 1024
 
@@ -101,7 +95,7 @@ class TcpClient(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "unknown"
-        self.proxy.opened(self)
+        self.proxy.connection_opened(self)
         if self.lb.check_client(self.ip) is not None:
             self.status = 429
             self.close()
@@ -197,7 +191,7 @@ class TcpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
-        self.proxy.closed(self)
+        self.proxy.connection_closed(self)
         proxy = self.proxy
         if proxy.access_log is not None or proxy.observers:
             server = self.server
@@ -238,100 +232,20 @@ class TcpClient(asyncio.Protocol):
             self.transport.abort()
         self.close()
 
-    def check_timeouts(self, now: float, idle_timeout: float) -> None:
+    def check_timeouts(self, now: float) -> None:
         last = max(self.stamp, self.upstream.stamp if self.upstream is not None else 0.0)
-        if now - last > idle_timeout:
+        if now - last > self.proxy.settings.idle_timeout:
             self.close()
 
 
-class TcpProxy:
+class TcpProxy(Listener):
     """Plain TCP load balancing with the engine's policies."""
 
-    def __init__(
-        self, lb: LoadBalancer, settings: ProxySettings | None = None, access_log: AccessLog | None = None
-    ) -> None:
-        self.lb = lb
-        self.settings = settings or ProxySettings()
-        self.access_log = access_log
-        self.observers: list[Callable[[AccessRecord], None]] = []
-        self.port = 0
-        self.host = ""
-        self.connections = 0
-        self.accepted = 0
-        self._conns: set[TcpClient] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self._emptied: asyncio.Event | None = None
+    kind = "tcp"
 
     @property
     def active_requests(self) -> int:
         return self.connections
 
-    async def start(
-        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        if self._server is not None:
-            raise RuntimeError("proxy already started")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: TcpClient(self), host, port, ssl=ssl_context, backlog=1024, reuse_address=True
-        )
-        sockname = self._server.sockets[0].getsockname()
-        self.host, self.port = sockname[0], sockname[1]
-        self._sweeper = loop.create_task(self._sweep(), name=f"lbtui-tcp-sweeper:{self.port}")
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting; open connections get ``grace`` seconds to finish, then close."""
-        server = self._server
-        if server is None:
-            return
-        self._server = None
-        server.close()
-        self._emptied = asyncio.Event()
-        if self._conns:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._emptied.wait(), grace)
-        for conn in list(self._conns):
-            conn.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
-
-    def publish(self, record: AccessRecord) -> None:
-        """Hand a finished connection to the access log and observers; never raises."""
-        if self.access_log is not None:
-            self.access_log.write(record)
-        for observer in self.observers:
-            try:
-                observer(record)
-            except Exception:  # an observer's bug must not break the data plane
-                log.exception("access-record observer failed")
-
-    def opened(self, conn: TcpClient) -> None:
-        self._conns.add(conn)
-        self.connections += 1
-        self.accepted += 1
-
-    def closed(self, conn: TcpClient) -> None:
-        if conn in self._conns:
-            self._conns.discard(conn)
-            self.connections -= 1
-        if not self._conns and self._emptied is not None:
-            self._emptied.set()
-
-    async def _sweep(self) -> None:
-        interval = self.settings.sweep_interval()
-        idle = self.settings.idle_timeout
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in list(self._conns):
-                try:
-                    conn.check_timeouts(now, idle)
-                except Exception:
-                    log.exception("tcp proxy: timeout check failed")
-                    conn.abort()
+    def protocol(self) -> asyncio.Protocol:
+        return TcpClient(self)
