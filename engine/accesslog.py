@@ -62,19 +62,7 @@ class AccessRecord:
         durations to the microsecond in ms), and the strings that repeat (client, method,
         server) are quoted once and remembered.
         """
-        return _line(
-            self.time,
-            self.client,
-            self.method,
-            self.path,
-            self.status,
-            self.server,
-            self.bytes_in,
-            self.bytes_out,
-            self.upstream_ms,
-            self.total_ms,
-        )
-
+        return _line(*self.values())
 
 # An access record's fields in AccessRecord's order, as the proxy hands them over when
 # nobody needs the record object itself (no observers): one tuple, formatted later.
