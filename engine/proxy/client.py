@@ -964,27 +964,8 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         proxy = self.proxy
         proxy.active_requests -= 1
-        if proxy.observers:
+        if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        else:
-            access_log = proxy.access_log
-            if access_log is not None:
-                server = ex.server
-                method = ex.method
-                access_log.write_values(
-                    (
-                        ex.started + proxy.wall_offset,
-                        self.ip,
-                        _METHODS.get(method) or method.decode("latin-1"),
-                        ex.path or ex.url.decode("latin-1"),
-                        ex.status,
-                        server.name if server is not None else None,
-                        ex.bytes_in,
-                        ex.bytes_out,
-                        ex.upstream_ms,
-                        (now - ex.started) * 1000.0,
-                    )
-                )
         self.idle_since = now
         if self.paused & PAUSE_UPSTREAM:
             self.resume_reading(PAUSE_UPSTREAM)
@@ -1072,26 +1053,8 @@ class ClientConnection(asyncio.Protocol):
             if up is not None:
                 up.close()
             ex.must_close = True
-        if proxy.observers:
+        if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        elif proxy.access_log is not None:
-            # _record's common case, inlined: the values go to the log's batch as a tuple.
-            method = ex.method
-            server = ex.server
-            proxy.access_log.write_values(
-                (
-                    ex.started + proxy.wall_offset,
-                    self.ip,
-                    _METHODS.get(method) or method.decode("latin-1"),
-                    ex.path or ex.url.decode("latin-1"),
-                    ex.status,
-                    server.name if server is not None else None,
-                    ex.bytes_in,
-                    ex.bytes_out,
-                    ex.upstream_ms,
-                    (self.pool.now - ex.started) * 1000.0,
-                )
-            )
         # A bad request behind pipelined good ones: answer those first, in order (RFC 9112
         # 9.3.2), then send its error and close.
         if (
@@ -1132,7 +1095,7 @@ class ClientConnection(asyncio.Protocol):
         if proxy.observers:
             proxy.publish(AccessRecord(*values))
         else:
-            proxy.access_log.write_values(values)  # type: ignore[union-attr]  # _finish checked
+            proxy.access_log.write_values(values)  # type: ignore[union-attr]  # callers checked
 
     def _reject(self, status: int) -> None:
         """A malformed or oversized request: an error answer and a closed connection."""
