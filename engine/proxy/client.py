@@ -966,13 +966,7 @@ class ClientConnection(asyncio.Protocol):
         proxy.active_requests -= 1
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        self.idle_since = now
-        if self.paused & PAUSE_UPSTREAM:
-            self.resume_reading(PAUSE_UPSTREAM)
-        if self.pending:
-            nxt = self.pending.popleft()
-            self.resume_reading(PAUSE_PIPELINE)
-            self._start(nxt)
+        self._ready_for_next(now)
 
     def upstream_lost(self, up: UpstreamConnection) -> None:
         ex = self.active
@@ -1068,7 +1062,11 @@ class ClientConnection(asyncio.Protocol):
                 self._send(error_response(self.deferred_error, close=True)[0])
             self._close()
             return
-        self.idle_since = self.pool.now
+        self._ready_for_next(self.pool.now)
+
+    def _ready_for_next(self, now: float) -> None:
+        """The exchange is over and the connection stays: read on, start what is pipelined."""
+        self.idle_since = now
         if self.paused & PAUSE_UPSTREAM:
             self.resume_reading(PAUSE_UPSTREAM)
         if self.pending:
