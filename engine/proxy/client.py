@@ -41,6 +41,7 @@ from engine.proxy.headers import (
     forwarded_for,
     valid_host,
 )
+from engine.proxy.plain import KEEP_ALIVE_CUT, PLAIN_REQUEST, PLAIN_REQUEST_LINE, PlainHead
 from engine.proxy.pool import UpstreamConnection
 from engine.proxy.responses import error_response
 
@@ -132,6 +133,8 @@ class ClientConnection(asyncio.Protocol):
         "paused",
         "pending",
         "phase",
+        "plain_fields",
+        "plain_limit",
         "pool",
         "proto",
         "proxy",
@@ -147,8 +150,13 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, proxy: HttpProxy) -> None:
         self.proxy = proxy
         self.lb = proxy.lb
-        self.settings = proxy.settings
+        self.settings = settings = proxy.settings
         self.pool = proxy.pool
+        # A plain request head (engine/proxy/plain.py) this long is within every size limit.
+        self.plain_limit = min(settings.max_request_line, settings.max_header_bytes)
+        # The header lines (from the request line's CRLF) of the last plain request, with
+        # the Host of ``fwd_host``: the same bytes again need only their request line checked.
+        self.plain_fields: bytes | None = None
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.ip = ""
@@ -231,6 +239,29 @@ class ClientConnection(asyncio.Protocol):
         # it triggers (routing, latency, idle stamps).
         self.stamp = now = _monotonic()
         self.pool.now = now
+        if (
+            self.parsing is None
+            and self.active is None
+            and not self.head_bytes
+            and data[-4:] == b"\r\n\r\n"
+            and len(data) <= self.plain_limit
+            and not (self.no_more or self.upgrading or self.closing)
+        ):
+            eol = data.find(b"\r\n")
+            if data[eol:] == self.plain_fields:  # the header lines of the last plain request
+                line = PLAIN_REQUEST_LINE(data, 0, eol)
+                if line is not None and self._start_plain_read(data, line[1], line[2], now):
+                    return
+            else:
+                match = PLAIN_REQUEST(data)
+                if (
+                    match is not None
+                    and match[3] == self.fwd_host
+                    and data.count(b"\n") <= self.settings.max_headers + 2
+                ):
+                    self.plain_fields = data[eol:]
+                    if self._start_plain_read(data, match[1], match[2], now):
+                        return
         if self.no_more:
             return
         if self.upgrading:
@@ -590,8 +621,51 @@ class ClientConnection(asyncio.Protocol):
             return
         out = ex.out
         out.append(self.fwd_block)
-        ex.head = head = b"".join(out)
+        head = b"".join(out)
         out.pop()  # ``out`` stays the headers' only copy (RequestHeaders reads it)
+        self._send_routed(ex, lb, server, head)
+
+    def _start_plain_read(self, data: bytes, method: bytes, target: bytes, now: float) -> bool:
+        """A read that is one whole plain request (engine/proxy/plain.py): route and send.
+
+        No llhttp callbacks and no head rebuilt: the request's own lines go out with the
+        connection's forwarding block. False, with nothing changed, when the general path
+        is needed after all: a client rate limit, sticky sessions, a policy that reads
+        more than the client's address, or the Via header.
+        """
+        lb = self.lb
+        if (
+            lb.client_limiter is not None
+            or lb.affinity is not None
+            or (lb.policy.uses_key and lb.hash_key.kind != "client_ip")
+            or self.settings.server_header
+        ):
+            return False
+        self.seen_bytes = True
+        self.phase = IDLE
+        self.idle_since = now
+        ex = Exchange(now)
+        ex.plain = True
+        ex.method = method
+        ex.url = target
+        ex.host = self.fwd_host
+        ex.host_count = 1
+        ex.body_done = True
+        ex.replay = _NO_REPLAY_YET  # GET, DELETE and OPTIONS are all idempotent
+        self.proxy.active_requests += 1
+        self.active = ex
+        request = self.route_request
+        ex.request = request
+        server = lb.route(request)
+        if server is None:
+            self._respond_error(ex, 503)
+            return True
+        self._send_routed(ex, lb, server, data[:-2] + self.fwd_block)
+        return True
+
+    def _send_routed(self, ex: Exchange, lb: LoadBalancer, server: Server, head: bytes) -> None:
+        """``_dispatch`` and ``_attach`` for a bodiless request with its head built."""
+        ex.head = head
         ex.server = server
         ex.tried.append(server)
         server.active_connections += 1  # lb.begin(server), inlined
@@ -686,6 +760,7 @@ class ClientConnection(asyncio.Protocol):
         block = b"".join(parts)
         if simple:
             self.fwd_host, self.fwd_block = host, block
+            self.plain_fields = None  # they held the Host of the block before
         return block
 
     def _dispatch(self, ex: Exchange, server: Server) -> None:
@@ -967,6 +1042,47 @@ class ClientConnection(asyncio.Protocol):
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
         self._ready_for_next(now)
+
+    def relay_plain(self, up: UpstreamConnection, ex: Exchange, data: bytes, plain: PlainHead) -> bool:
+        """The whole answer to a plain request in one read: relay it and end the exchange.
+
+        Its head is plain (``plain_response_head``) and the body is exactly its
+        Content-Length, so this is ``response_head``, ``on_body`` and ``response_complete``
+        in one. False, with nothing changed, when this connection must end differently
+        (closing, an error deferred behind the request): the general path then parses.
+        """
+        if self.closing or self.closed or self.deferred_error or self.transport is None:
+            return False
+        status, length, cut = plain
+        if cut >= 0:  # nginx's "Connection: keep-alive": about the upstream connection only
+            self.transport.write(data[:cut] + data[cut + KEEP_ALIVE_CUT :])
+        else:
+            self.transport.write(data)
+        ex.status = status
+        ex.resp_started = True
+        ex.bytes_out += length
+        ex.upstream = None
+        pool = self.pool
+        now = pool.now
+        ex.upstream_ms = (now - ex.up_started) * 1000.0
+        if ex.in_flight:
+            ex.in_flight = False
+            self.lb.finish(ex.server, status, now - ex.up_started)  # type: ignore[arg-type]
+        idle = pool._idle.get(up.key)
+        if idle is not None and not up.closed and len(idle) < pool.size:
+            up.client = None  # pool.release(up), inlined
+            up.idle_since = now
+            idle.append(up)
+        else:
+            pool.release(up)
+        ex.done = True
+        self.active = None
+        proxy = self.proxy
+        proxy.active_requests -= 1
+        if proxy.observers or proxy.access_log is not None:
+            self._record(ex)
+        self._ready_for_next(now)
+        return True
 
     def upstream_lost(self, up: UpstreamConnection) -> None:
         ex = self.active

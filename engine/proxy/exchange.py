@@ -70,6 +70,7 @@ class Exchange:
         "content_length",
         "done",
         "dropped",
+        "plain",
         "has_proto",
         "has_xhost",
         "head",
@@ -157,3 +158,4 @@ class Exchange:
         self.bytes_out = 0
         self.set_cookie: str | None = None
         self.done = False
+        self.plain = False  # took the plain path (see engine/proxy/plain.py) both ways

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from engine.proxy.headers import HEAD_END
+from engine.proxy.plain import plain_response_head
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -129,6 +130,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self.want_head:
+            if not self.acc:
+                ex = client.active
+                if ex is not None and ex.plain and ex.upstream is self:
+                    # A plain request's answer, whole in this read: relayed without llhttp.
+                    end = data.find(b"\r\n\r\n") + 4
+                    if end > 4:
+                        plain = plain_response_head(data[:end])
+                        if plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain):
+                            return
             self.acc = self.acc + data if self.acc else data
         client.batching = True
         try:
