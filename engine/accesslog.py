@@ -22,7 +22,9 @@ from itertools import chain
 
 _STOP = object()
 BATCH_SECONDS = 0.1
-BATCH_SIZE = 8192  # records; bounds memory and the loop's formatting pause (~10 ms)
+BATCH_SIZE = 256
+"""Records formatted at once: the loop pauses about 0.3 ms for it. Batches of 8192 (one
+per ``BATCH_SECONDS`` at 40,000 requests/s) paused it 5-7 ms and set the proxy's p99."""
 _quote = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (C)
 
 
@@ -56,11 +58,11 @@ class AccessRecord:
         )
 
     def to_json(self) -> str:
-        """One JSON object; the same values as ``json.dumps(asdict(self))``, 3x faster.
+        """One JSON object with the fields of ``asdict(self)``, 3x faster than ``json.dumps``.
 
-        Times are written with fixed decimals (``time`` to the microsecond, the two
-        durations to the microsecond in ms), and the strings that repeat (client, method,
-        server) are quoted once and remembered.
+        Times are written with fixed decimals (``time`` to the millisecond, as HAProxy
+        logs it; the two durations in ms to the microsecond), and the strings that repeat
+        (client, method, server) are quoted once and remembered.
         """
         return _line(*self.values())
 
@@ -96,7 +98,7 @@ def _line(
 
 
 _LINE = (
-    '{"time":%.6f,"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,'
+    '{"time":%.3f,"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,'
     '"bytes_in":%d,"bytes_out":%d,"upstream_ms":%.3f,"total_ms":%.3f}'
 )
 _FIELDS = 10

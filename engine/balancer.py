@@ -34,7 +34,7 @@ from engine.policies import (
 from engine.ratelimit import ClientRateLimiter, TokenBucket
 from engine.server import AdminState, Health, Server, bump_generation, server_name_problem, state_generation
 from engine.server import _generation as _GENERATION  # read inline on the hot path
-from engine.stats import TrafficStats
+from engine.stats import FOLD_AT, TrafficStats
 
 ALGORITHMS: dict[str, type[Policy]] = {
     "round_robin": RoundRobin,
@@ -395,7 +395,10 @@ class LoadBalancer:
         if failed or status is None or status >= 500:
             self._finish_bad(server, status, seconds, failed)
         else:
-            server.stats.pending.append(seconds)
+            pending = server.stats.pending
+            pending.append(seconds)
+            if len(pending) >= FOLD_AT:  # bounded: each fold is a short pause, not a long one
+                server.stats.fold_latency()
             if server.consecutive_errors:  # a good answer ends a failure streak (outlier.observe's rule)
                 server.consecutive_errors = 0
             if self._ewma:

@@ -2,7 +2,7 @@
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.stats import LatencyHistogram, RateWindow
@@ -61,3 +61,46 @@ def test_percentiles_in_one_pass_equal_one_at_a_time(values):
     for v in values:
         hist.record(v)
     assert hist.percentiles((50, 90, 99, 100)) == [hist.percentile(p) for p in (50, 90, 99, 100)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-0.01, max_value=100.0, allow_nan=False),
+            st.floats(min_value=0.0, max_value=0.0001, allow_nan=False),
+        ),
+        min_size=0,
+        max_size=400,
+    )
+)
+def test_record_many_builds_the_same_histogram_as_record(values: list[float]) -> None:
+    """The numpy fold must bucket exactly as the per-value path, edges and negatives included."""
+    one_by_one, at_once = LatencyHistogram(), LatencyHistogram()
+    for value in values:
+        one_by_one.record(value)
+    at_once.record_many(values)
+    assert at_once.counts == one_by_one.counts
+    assert (at_once.total, at_once.sum_micros, at_once.max_micros) == (
+        one_by_one.total,
+        one_by_one.sum_micros,
+        one_by_one.max_micros,
+    )
+
+
+def test_pending_latencies_are_folded_before_they_pile_up() -> None:
+    """A busy second must not leave one long fold for the tick (a long loop pause)."""
+    from engine.balancer import LoadBalancer
+    from engine.server import Server
+    from engine.stats import FOLD_AT
+
+    lb = LoadBalancer([Server("127.0.0.1", 9, name="a")], "round_robin")
+    server = lb.servers[0]
+    for _ in range(FOLD_AT * 2 + 10):
+        lb.begin(server)
+        lb.finish(server, 200, 0.002)
+        assert len(server.stats.pending) < FOLD_AT
+        assert len(lb.totals.pending) < FOLD_AT
+    assert server.stats.latency.total == FOLD_AT * 2 + 10
+    assert lb.totals.latency.total == FOLD_AT * 2 + 10
+    assert 0.0019 < lb.totals.latency.percentile(50) < 0.0021
