@@ -134,7 +134,10 @@ class ClientConnection(asyncio.Protocol):
         "pending",
         "phase",
         "plain_fields",
+        "plain_last",
         "plain_limit",
+        "plain_method",
+        "plain_target",
         "pool",
         "proto",
         "proxy",
@@ -157,6 +160,10 @@ class ClientConnection(asyncio.Protocol):
         # The header lines (from the request line's CRLF) of the last plain request, with
         # the Host of ``fwd_host``: the same bytes again need only their request line checked.
         self.plain_fields: bytes | None = None
+        # The last plain request whole, and its method and target: the same bytes again
+        # (a poller, a health probe, a benchmark) need no match at all.
+        self.plain_last: bytes | None = None
+        self.plain_method = self.plain_target = b""
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.ip = ""
@@ -247,11 +254,16 @@ class ClientConnection(asyncio.Protocol):
             and len(data) <= self.plain_limit
             and not (self.no_more or self.upgrading or self.closing)
         ):
+            if data == self.plain_last:  # a client asking the same again, as pollers do
+                if self._start_plain_read(data, self.plain_method, self.plain_target, now):
+                    return
             eol = data.find(b"\r\n")
             if data[eol:] == self.plain_fields:  # the header lines of the last plain request
                 line = PLAIN_REQUEST_LINE(data, 0, eol)
-                if line is not None and self._start_plain_read(data, line[1], line[2], now):
-                    return
+                if line is not None:
+                    self.plain_last, self.plain_method, self.plain_target = data, line[1], line[2]
+                    if self._start_plain_read(data, line[1], line[2], now):
+                        return
             else:
                 match = PLAIN_REQUEST(data)
                 if (
@@ -260,6 +272,7 @@ class ClientConnection(asyncio.Protocol):
                     and data.count(b"\n") <= self.settings.max_headers + 2
                 ):
                     self.plain_fields = data[eol:]
+                    self.plain_last, self.plain_method, self.plain_target = data, match[1], match[2]
                     if self._start_plain_read(data, match[1], match[2], now):
                         return
         if self.no_more:
@@ -760,7 +773,7 @@ class ClientConnection(asyncio.Protocol):
         block = b"".join(parts)
         if simple:
             self.fwd_host, self.fwd_block = host, block
-            self.plain_fields = None  # they held the Host of the block before
+            self.plain_fields = self.plain_last = None  # they held the Host of the block before
         return block
 
     def _dispatch(self, ex: Exchange, server: Server) -> None:
