@@ -141,11 +141,12 @@ async def test_plain_and_general_paths_forward_the_same_bytes(pair, monkeypatch)
     fx = await build(algorithm="consistent_hash", hash_key="client_ip")  # both to one server
     served = _count_plain(monkeypatch)
     head = b"GET /echo?q=1 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: t/1.0\r\nAccept: */*\r\n\r\n"
-    answers = await _ask(fx.proxy.port, [head, head, head])
-    assert served[0] == 2
+    other = head.replace(b"/echo?q=1", b"/echo?q=2")  # same header lines, another target
+    answers = await _ask(fx.proxy.port, [head, head, head, other, head])
+    assert served[0] == 4
     seen = [s for b in backends for s in b.seen]
-    assert len(seen) == 3
-    assert seen[0].headers == seen[1].headers == seen[2].headers
+    assert [s.path for s in seen] == ["/echo?q=1"] * 3 + ["/echo?q=2", "/echo?q=1"]
+    assert all(s.headers == seen[0].headers for s in seen)
     names = [name.lower() for name, _ in seen[0].headers]
     assert names[:3] == ["host", "user-agent", "accept"]
     assert {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"} <= set(names)
