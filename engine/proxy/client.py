@@ -1094,7 +1094,10 @@ class ClientConnection(asyncio.Protocol):
         proxy.active_requests -= 1
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        self._ready_for_next(now)
+        if self.paused or self.pending:
+            self._ready_for_next(now)
+        else:
+            self.idle_since = now
         return True
 
     def upstream_lost(self, up: UpstreamConnection) -> None:

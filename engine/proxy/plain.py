@@ -65,6 +65,9 @@ only, so cut as ``KEEP_ALIVE_LINE``): groups status and length."""
 PlainHead = tuple[int, int, int]  # status, Content-Length, offset of the keep-alive line or -1
 
 _KNOWN: dict[bytes, PlainHead | None] = {}
+KNOWN_HEADS = _KNOWN
+"""Heads already judged: ``KNOWN_HEADS.get(head, UNKNOWN)`` is the call-free common case."""
+UNKNOWN = object()
 _KNOWN_LIMIT = 1024
 
 

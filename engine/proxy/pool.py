@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from engine.proxy.headers import HEAD_END
-from engine.proxy.plain import plain_response_head
+from engine.proxy.plain import KNOWN_HEADS, UNKNOWN, plain_response_head
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -136,7 +136,10 @@ class UpstreamConnection(asyncio.Protocol):
                     # A plain request's answer, whole in this read: relayed without llhttp.
                     end = data.find(b"\r\n\r\n") + 4
                     if end > 4:
-                        plain = plain_response_head(data[:end])
+                        head = data[:end]
+                        plain = KNOWN_HEADS.get(head, UNKNOWN)
+                        if plain is UNKNOWN:
+                            plain = plain_response_head(head)
                         if plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain):
                             return
             self.acc = self.acc + data if self.acc else data
