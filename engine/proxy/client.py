@@ -247,9 +247,8 @@ class ClientConnection(asyncio.Protocol):
         self.stamp = now = _monotonic()
         self.pool.now = now
         if (
-            self.parsing is None
+            self.phase == IDLE  # llhttp holds no byte of a next request (on_message_begin)
             and self.active is None
-            and not self.head_bytes
             and data[-4:] == b"\r\n\r\n"
             and len(data) <= self.plain_limit
             and not (self.no_more or self.upgrading or self.closing)
@@ -373,12 +372,17 @@ class ClientConnection(asyncio.Protocol):
     # -- llhttp callbacks (request) --------------------------------------------------------
     # (No on_message_begin: the exchange starts with the first piece of its URL, which
     # saves a callback per request; data_received starts the head's clock.)
+    def on_message_begin(self) -> None:
+        # The first byte of a request, maybe at the end of a read that ended the last one:
+        # its head's clock starts, and the plain path (which bypasses llhttp) must wait
+        # until llhttp has seen this request through.
+        if self.phase == IDLE:
+            self.phase = HEAD
+            self.head_started = self.stamp
+
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
         if ex is None:
-            if self.phase == IDLE:  # a pipelined request in the same read as the last
-                self.phase = HEAD
-                self.head_started = self.stamp
             self.parsing = ex = Exchange(self.stamp)
             self.head_out = ex.out
             ex.url = url
@@ -893,6 +897,11 @@ class ClientConnection(asyncio.Protocol):
         """Relay a response head (raw bytes, validated by llhttp) to the client."""
         ex = self.active
         if ex is None or ex.upstream is not up or self.transport is None:
+            return
+        if status == 101 and not ex.upgrade:
+            # Switching protocols on a request that asked for none would turn the client's
+            # next bytes into an unparsed tunnel (the h2c / WebSocket smuggling pattern).
+            self.upstream_broken(up, reset=False)
             return
         if status >= 200 and status != 101:
             ex.status = status

@@ -64,6 +64,10 @@ only, so cut as ``KEEP_ALIVE_LINE``): groups status and length."""
 
 PlainHead = tuple[int, int, int]  # status, Content-Length, offset of the keep-alive line or -1
 
+PLAIN_HEAD_LIMIT = 4096
+"""Longer response heads (many cookies) take the general path: the memo holds at most
+``_KNOWN_LIMIT`` heads of at most this size, 4 MiB."""
+
 _KNOWN: dict[bytes, PlainHead | None] = {}
 KNOWN_HEADS = _KNOWN
 """Heads already judged: ``KNOWN_HEADS.get(head, UNKNOWN)`` is the call-free common case."""
@@ -78,6 +82,8 @@ def plain_response_head(head: bytes) -> PlainHead | None:
     with its Date), so answers are remembered by the head's bytes: a dict hit instead of
     a regex match over every header line. The memo is bounded, and cleared when full.
     """
+    if len(head) > PLAIN_HEAD_LIMIT:
+        return None
     known = _KNOWN.get(head, False)
     if known is not False:
         return known  # type: ignore[return-value]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from engine.proxy.headers import HEAD_END
-from engine.proxy.plain import KNOWN_HEADS, UNKNOWN, plain_response_head
+from engine.proxy.plain import KNOWN_HEADS, PLAIN_HEAD_LIMIT, UNKNOWN, plain_response_head
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 CRLF = b"\r\n"
+
+
+class UnsolicitedResponse(Exception):
+    """Bytes after a complete response on a pooled connection (raised inside llhttp)."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -135,7 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if ex is not None and ex.plain and ex.upstream is self:
                     # A plain request's answer, whole in this read: relayed without llhttp.
                     end = data.find(b"\r\n\r\n") + 4
-                    if end > 4:
+                    if 4 < end <= PLAIN_HEAD_LIMIT:
                         head = data[:end]
                         plain = KNOWN_HEADS.get(head, UNKNOWN)
                         if plain is UNKNOWN:
@@ -188,6 +192,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.resume_reading(1)
 
     # -- llhttp callbacks -----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.client is None:
+            # A response already ended in this read and the connection went back to the
+            # pool: whatever follows was never asked for. Parsing it would hand it to the
+            # next request; stop here, and data_received aborts the connection.
+            raise UnsolicitedResponse
+
     def on_headers_complete(self) -> None:
         parser = self.parser
         client = self.client
