@@ -12,9 +12,9 @@ full rebuild numbers slots in name order; an incremental add that would create s
 tie falls back to a rebuild). The mapping is therefore a function of the membership
 alone, whatever order nodes were added in, on any machine.
 
-Lookups go through a bucket index over the top bits of the hash (about 1.5 points per
+Lookups go through a bucket index over the top bits of the hash (about 3 points per
 bucket, int32 starts): a key's bucket gives the index of the first point at or after the
-bucket start, and the key scans on from there (about one step). The ring array carries
+bucket start, and the key scans on from there (about 1.5 steps). The ring array carries
 one extra entry past its end, a sentinel above every key that holds the owner of point
 0, so scans need no bounds check and the wrap costs nothing. The index is built with the
 ring, and add, remove and weight changes patch it in place (a step-function shift of the
@@ -56,8 +56,9 @@ meets 1.05 in 28% of them, 3072 in 73%, 3584 in 84%, 4096 in 96% (median 1.039),
 5120 in 99%. 4096 is the knee: 5120 buys 3 points of coverage for 25% more memory and merge time.
 Movement stays optimal (only keys of the changed node move; one add moves 1/(N+1)
 within about +-1.6%). Cost: 8 bytes per point (3.3 MB at 100 servers) and O(points)
-array merges, about a millisecond per add or remove (index patch included); fewer points
-would be cheaper, but 3072 already misses 1.05 on the bench's own 100 names.
+array merges, 0.8-1.2 ms per add or remove on a shared 2-vCPU VM (index patch included;
+tests/bench/RESULTS_hashring.md, round 4); fewer points would be cheaper, but 3072
+already misses 1.05 on the bench's own 100 names.
 """
 
 KETAMA_POINTS = 160
@@ -70,14 +71,36 @@ _POS_MASK = ((1 << 64) - 1) ^ _IDX_MASK
 _POS_MASK_U = np.uint64(_POS_MASK)
 _MAX_POINTS = 1 << 25  # 256 MB of ring: past this the weights or virtual_nodes are a mistake
 _CHUNK = 1 << 15  # entries per chunk of index counting: 256 KB, cache-sized
+_IDX_MASK_U = np.uint64(_IDX_MASK)
+_ONE = np.uint64(1)
 _LOW16 = 0 if sys.byteorder == "little" else 3  # offset of the low 16 bits in a uint64
 
 U64 = npt.NDArray[np.uint64]
 
 
+_RANKS: npt.NDArray[np.int32] = np.arange(0, dtype=np.int32)
+
+
+def _ranks(n: int) -> npt.NDArray[np.int32]:
+    """0..n-1 as int32, read-only, from a shared cache: every add and remove needs it."""
+    global _RANKS
+    if _RANKS.size < n:
+        _RANKS = np.arange(max(n, 2 * _RANKS.size, 1 << 13), dtype=np.int32)
+        _RANKS.flags.writeable = False
+    return _RANKS[:n]
+
+
 def _index_bits(size: int) -> int:
-    """Bucket bits of the lookup index for a ring of this many points (~1.5 points each)."""
-    return max(8, min(22, size.bit_length() - 1))
+    """Bucket bits of the lookup index for a ring of this many points (2-4, ~3 points each).
+
+    Every add or remove shifts the starts of all buckets after its points, so fewer
+    buckets make changes cheaper: ~3 points per bucket instead of ~1.5 halves the index
+    (0.5 MB at 100 servers) and its build, and takes ~50 us off each change, for ~0.75
+    more scan steps per lookup (single lookups ~10% slower, batched 0-7%; measured in
+    tests/bench/RESULTS_hashring.md, round 4). Halving them once more (~6 points each)
+    cost 21% of single and 30% of batched lookups against ~1.5 points per bucket.
+    """
+    return max(8, min(21, size.bit_length() - 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +267,7 @@ class ConsistentHash:
         if w:
             self._owning += 1
             self._insert(node, 0, w * self._vnodes)
-        self._sync_names()
+        self._sync_names(slot)  # after a fallback rebuild this only rewrites a synced entry
 
     def remove_node(self, node: str) -> None:
         """Remove a node; only the keys it owned move. Unknown node: KeyError."""
@@ -262,7 +285,7 @@ class ConsistentHash:
             return
         self._names[slot] = None
         self._free.append(slot)
-        self._sync_names()
+        self._sync_names(slot)
 
     def set_weight(self, node: str, weight: int) -> None:
         """Change a node's weight; 0 keeps it known but owning nothing. Unknown: KeyError."""
@@ -363,47 +386,55 @@ class ConsistentHash:
             return
         if size + pts.size > _MAX_POINTS:
             raise ValueError(f"ring points would exceed {_MAX_POINTS}: lower the weights")
-        ring = self._ring
         ins = self._find_many(pts)
         # A new point on the same 48-bit position as another node's point would be
         # ordered by slot, which depends on history: rebuild to order it by name instead.
-        # Only ring[ins] can tie: ring[ins - 1] < (point & _POS_MASK), a lower position.
-        nb = ring.take(ins, mode="wrap")
+        # Only the entry at ins can tie: the one before lies at a lower position. Past the
+        # last point that entry is the sentinel, whose position no point below 2^48 - 1
+        # shares. Ties are xor values 1..0xFFFF (0 is the node's own point, repeated).
+        nb = self._buf.take(ins)
         nb ^= pts
-        if ((nb <= _IDX_MASK) & (nb != 0)).any():
+        nb -= _ONE
+        if (nb < _IDX_MASK_U).any():
             self._rebuild()
             return
         n = size + pts.size
-        dst = ins + np.arange(pts.size)  # np.insert, minus its generality
+        patched = self._patch_index(pts, +1)  # first, while the index is still in cache
+        ins += _ranks(pts.size)  # where the new points land: np.insert, minus its generality
         out = np.empty(n + 1, dtype=np.uint64)
         keep = np.ones(n + 1, dtype=bool)
-        keep[dst] = False
+        keep[ins] = False
         out[keep] = self._buf  # the old sentinel lands on out[n], rewritten by _set_ring
-        out[dst] = pts
+        out[ins] = pts
         self._set_ring(out, n)
-        self._patch_index(pts, +1)
+        if not patched:
+            self._reindex()
 
     def _delete(self, node: str, start: int, stop: int) -> None:
         """Drop points [start, stop) of a node from the ring."""
         pts = self._node_points(node, start, stop)
         ins = self._find_many(pts)
-        found = self._ring.take(ins, mode="clip")
-        if not np.array_equal(found, pts) or (ins[1:] == ins[:-1]).any():
-            self._rebuild()  # a point repeated within the node: astronomically rare
+        # Every point found, each at its own index (a point repeated within the node, an
+        # astronomically rare event, finds one index twice): else rebuild.
+        if not np.array_equal(self._buf.take(ins), pts) or (pts[1:] == pts[:-1]).any():
+            self._rebuild()
             return
+        patched = self._patch_index(pts, -1)
         keep = np.ones(self._size + 1, dtype=bool)
         keep[ins] = False
         new = self._buf[keep]  # the sentinel is kept, at the new end
         self._set_ring(new, new.size - 1)
-        self._patch_index(pts, -1)
+        if not patched:
+            self._reindex()
 
     # ------------------------------------------------------------------ lookup index
 
     def _reindex(self) -> None:
-        """Bucket index over the top k bits, about 1.5 points per bucket (int32 starts).
+        """Bucket index over the top k bits, about 3 points per bucket (int32 starts).
 
         Fewer buckets than points keep the build to chunked bincounts and one cumsum over a
-        ~1 MB array; a lookup then scans about one entry. start[b] is the
+        ~0.5 MB array, and the patch of every add or remove small; a lookup then scans
+        about 1.5 entries. start[b] is the
         first point at or after bucket b's lower edge, so the scan needs no end bound:
         the next bucket's points, or the sentinel, stop it.
         """
@@ -428,30 +459,45 @@ class ConsistentHash:
         self._start_mv = memoryview(start)
         self._bshift = shift
 
-    def _sync_names(self) -> None:
-        """The slot -> name table of batched lookups (an object array, for ``take``)."""
-        self._names_arr = np.array(self._names, dtype=object) if self._names else np.empty(0, dtype=object)
+    def _sync_names(self, slot: int | None = None) -> None:
+        """The slot -> name table of batched lookups (an object array, for ``take``).
 
-    def _patch_index(self, changed: U64, sign: int) -> None:
-        """Shift bucket starts after sorted ``changed`` points were inserted (+1) or removed (-1).
+        An add or remove changes one slot: it is patched in place when the table already
+        has it (``get_nodes_many`` copies out of it, so nobody sees it change).
+        """
+        names = self._names
+        if slot is not None and slot < self._names_arr.size:
+            self._names_arr[slot] = names[slot]
+        else:
+            self._names_arr = np.array(names, dtype=object) if names else np.empty(0, dtype=object)
+
+    def _patch_index(self, changed: U64, sign: int) -> bool:
+        """Shift bucket starts for sorted ``changed`` points about to be inserted (+1) or removed (-1).
 
         O(buckets) in numpy instead of a bincount and cumsum over the whole ring, so an add
-        or remove leaves the next lookup nothing to do. Call only while the index matches
-        the old ring. Rebuilt instead when the new size wants a different bucket count.
+        or remove leaves the next lookup nothing to do. It reads only the index and the
+        changed points, so it runs before the merge, while the index is still in cache.
+        Call only while the index matches the old ring. Returns False, changing nothing,
+        when the new size wants a different bucket count: the caller then reindexes the
+        new ring.
         """
-        if abs(_index_bits(self._size) - (64 - self._bshift)) > 1:
-            self._reindex()
-            return
+        if abs(_index_bits(self._size + sign * changed.size) - (64 - self._bshift)) > 1:
+            return False
         # delta[j] = changed points in buckets < j: a step function, built as runs by
-        # np.repeat (a cumsum over every bucket costs more than the whole merge)
+        # np.repeat (a cumsum over every bucket costs more than the whole merge). Its cost
+        # is per run (~15 ns), so it barely depends on the bucket count.
         nb = self._start.size - 1
         b = (changed >> np.uint64(self._bshift)).view(np.intp)  # sorted, as changed is
-        edges = np.concatenate(([-1], b, [nb]))
-        delta = np.repeat(np.arange(b.size + 1, dtype=np.int32), np.diff(edges))
+        runs = np.empty(b.size + 1, dtype=np.intp)
+        runs[0] = b[0] + 1
+        np.subtract(b[1:], b[:-1], out=runs[1:-1])
+        runs[-1] = nb - b[-1]
+        delta = np.repeat(_ranks(b.size + 1), runs)
         if sign > 0:
             self._start += delta
         else:
             self._start -= delta
+        return True
 
     def _ring_hash(self, key: str) -> int:
         """The key's 64-bit ring coordinate (ketama's 32-bit hash sits in the high half)."""
@@ -474,7 +520,7 @@ class ConsistentHash:
         i = self._start.take(b).astype(np.intp)
         q = rh & _POS_MASK_U
         buf = self._buf
-        for _ in range(2):  # dense steps settle 80% of keys; then only those still moving
+        for _ in range(4):  # dense steps settle 88% of keys; then only those still moving
             more = buf.take(i) < q
             i += more
         act = np.flatnonzero(more)
@@ -501,7 +547,7 @@ class ConsistentHash:
         q = rh & _POS_MASK
         ring = self._ring_mv
         p = ring[i]
-        while p < q:  # about one step; the sentinel (owner of point 0) ends the last bucket
+        while p < q:  # about 1.5 steps; the sentinel (owner of point 0) ends the last bucket
             i += 1
             p = ring[i]
         return self._names[p & _IDX_MASK]
