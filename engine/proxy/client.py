@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from engine.accesslog import AccessRecord
+from engine.proxy.batch import send_held
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
     H_CONNECTION,
@@ -122,6 +123,7 @@ class ClientConnection(asyncio.Protocol):
         "head_bytes",
         "head_out",
         "head_started",
+        "held",
         "idle_since",
         "ip",
         "ip_bytes",
@@ -148,6 +150,7 @@ class ClientConnection(asyncio.Protocol):
         "transport",
         "upgrading",
         "write_paused",
+        "writes",
     )
 
     def __init__(self, proxy: HttpProxy) -> None:
@@ -155,6 +158,8 @@ class ClientConnection(asyncio.Protocol):
         self.lb = proxy.lb
         self.settings = settings = proxy.settings
         self.pool = proxy.pool
+        self.writes = proxy.writes
+        self.held: bytes | None = None  # an answer waiting for the end of the loop iteration
         # A plain request head (engine/proxy/plain.py) this long is within every size limit.
         self.plain_limit = min(settings.max_request_line, settings.max_header_bytes)
         # The header lines (from the request line's CRLF) of the last plain request, with
@@ -207,6 +212,8 @@ class ClientConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         self.batching = False
+        if self.held is not None:
+            send_held(self)
         queue = self.outq
         if queue:
             self.outq = []
@@ -215,6 +222,8 @@ class ClientConnection(asyncio.Protocol):
                 transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
 
     def _send(self, data: bytes) -> None:
+        if self.held is not None:
+            send_held(self)
         if self.batching:
             self.outq.append(data)
         elif self.transport is not None and not self.closed:
@@ -714,7 +723,7 @@ class ClientConnection(asyncio.Protocol):
         sent = len(head)
         server.stats.bytes_out += sent
         lb.totals.bytes_out += sent
-        transport.write(head)
+        self.writes.hold(conn, head)  # sent with the iteration's other writes (engine/proxy/batch.py)
         if self.write_paused:
             transport.pause_reading()
 
@@ -1077,9 +1086,11 @@ class ClientConnection(asyncio.Protocol):
             return False
         status, length, cut = plain
         if cut >= 0:  # nginx's "Connection: keep-alive": about the upstream connection only
-            self.transport.write(data[:cut] + data[cut + KEEP_ALIVE_CUT :])
+            data = data[:cut] + data[cut + KEEP_ALIVE_CUT :]
+        if self.pending:  # a pipelined request starts next: its bytes must follow these now
+            self._send(data)
         else:
-            self.transport.write(data)
+            self.writes.hold(self, data)  # sent with the iteration's other writes
         ex.status = status
         ex.resp_started = True
         ex.bytes_out += length
@@ -1291,7 +1302,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.no_more = True
-        if self.outq:
+        if self.outq or self.held is not None:
             self.flush()
         if self.transport is not None and not self.closed:
             self.closed = True
@@ -1300,6 +1311,7 @@ class ClientConnection(asyncio.Protocol):
     def _abort(self) -> None:
         self.no_more = True
         self.outq = []
+        self.held = None
         self.batching = False
         ex = self.active
         if ex is not None and not ex.done:

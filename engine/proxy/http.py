@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.accesslog import AccessLog
 from engine.balancer import LoadBalancer
+from engine.proxy.batch import HeldWrites
 from engine.proxy.client import ClientConnection
 from engine.proxy.listener import Listener
 from engine.proxy.pool import UpstreamPool
@@ -31,6 +32,7 @@ class HttpProxy(Listener):
     ) -> None:
         super().__init__(lb, settings, access_log)
         self.pool = UpstreamPool(self.settings.pool_size, self.settings.idle_timeout, lb.totals)
+        self.writes = HeldWrites()  # one flush per loop iteration (engine/proxy/batch.py)
         self.active_requests = 0
         # Wall clock = monotonic + offset: access records get their time without a
         # time.time() call per request (the sweeper refreshes it against clock steps).

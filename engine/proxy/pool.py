@@ -43,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         "client",
         "closed",
         "head_only",
+        "held",
         "idle_since",
         "key",
         "parser",
@@ -71,6 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.want_head = True
         self.status = 0
         self.head_only = False
+        self.held: bytes | None = None  # a request head waiting for the end of the loop iteration
         self.tunnel = False
         self.closed = False
         self.stamp = _monotonic()  # last activity: request sent or byte received
@@ -97,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.client = None
+        self.held = None
         if not self.closed:
             self.closed = True
             self.pool.discard(self)
@@ -105,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.client = None
+        self.held = None
         if not self.closed:
             self.closed = True
             self.pool.discard(self)
