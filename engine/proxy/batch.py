@@ -5,8 +5,9 @@ client 1 is written to the backend while clients 2..n still wait to be read, the
 wakes, answers one request and sleeps again, and so on, one wake-up (on a VM, an
 inter-processor interrupt) per request. Holding the writes of one loop iteration and
 sending them together once its reads are done lets each peer wake once per batch, as
-HAProxy's and nginx's event loops do. Measured on the benchmark machine: about 25% more
-requests per second and a third off the p99 (``tests/bench/RESULTS_proxy.md``).
+HAProxy's and nginx's event loops do. Measured on the benchmark machine in three
+interleaved A/B runs under wrk: 0-25% more requests per second (5% in the longest run)
+and 10-30% off the p99.
 
 The syscalls are the same, one ``write`` per connection; only their timing changes.
 A connection holds at most one pending chunk (``held``); anything else it writes must
