@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
+import pytest
 
 from engine.balancer import LoadBalancer
 from engine.proxy import HttpProxy, ProxySettings
+from engine.proxy.client import ClientConnection
 from engine.server import Server
 
 
@@ -370,3 +372,19 @@ async def make_proxy(
 
 
 Cleanup = Callable[[], Awaitable[None]]
+
+
+def count_taken(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """A spy on a ClientConnection fast-path method that answers whether it took the
+    request or response (``_start_plain_read``, ``relay_plain``): the real method still
+    runs; the returned list's one item counts the times it said True."""
+    taken = [0]
+    real = getattr(ClientConnection, method)
+
+    def spy(self: ClientConnection, *args: object) -> bool:
+        took = bool(real(self, *args))
+        taken[0] += took
+        return took
+
+    monkeypatch.setattr(ClientConnection, method, spy)
+    return taken

@@ -10,9 +10,8 @@ import asyncio
 import json
 
 import pytest
-from proxy_support import Fixture, make_proxy, read_response, start_backends
+from proxy_support import Fixture, count_taken, make_proxy, read_response, start_backends
 
-from engine.proxy.client import ClientConnection
 from engine.proxy.plain import KEEP_ALIVE_CUT, KEEP_ALIVE_LINE, PLAIN_REQUEST, plain_response_head
 
 NGINX_HEAD = (
@@ -107,20 +106,6 @@ async def pair():
         await backend.stop()
 
 
-def _count_plain(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A spy on the plain request path (the real method still runs): how often it served."""
-    served = [0]
-    real = ClientConnection._start_plain_read
-
-    def spy(self: ClientConnection, *args: object) -> bool:
-        took = real(self, *args)  # type: ignore[arg-type]
-        served[0] += took
-        return took
-
-    monkeypatch.setattr(ClientConnection, "_start_plain_read", spy)
-    return served
-
-
 async def _ask(port: int, heads: list[bytes]) -> list[tuple[int, dict[str, str], bytes]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answers = []
@@ -139,7 +124,7 @@ async def test_plain_and_general_paths_forward_the_same_bytes(pair, monkeypatch)
     the client gets identical answers."""
     backends, build = pair
     fx = await build(algorithm="consistent_hash", hash_key="client_ip")  # both to one server
-    served = _count_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     head = b"GET /echo?q=1 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: t/1.0\r\nAccept: */*\r\n\r\n"
     other = head.replace(b"/echo?q=1", b"/echo?q=2")  # same header lines, another target
     answers = await _ask(fx.proxy.port, [head, head, head, other, head])
@@ -159,7 +144,7 @@ async def test_plain_and_general_paths_forward_the_same_bytes(pair, monkeypatch)
 async def test_a_new_host_on_the_connection_is_forwarded_as_itself(pair, monkeypatch) -> None:
     _, build = pair
     fx = await build()
-    served = _count_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     heads = [f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for host in ("a.test", "a.test", "b.test", "a.test")]
     answers = await _ask(fx.proxy.port, heads)
     forwarded = [dict(json.loads(body)["headers"])["X-Forwarded-Host"] for _, _, body in answers]
@@ -188,7 +173,7 @@ async def test_a_response_split_across_reads_still_arrives_whole(pair, monkeypat
     """An answer larger than one read is not plain: the general path streams it."""
     _, build = pair
     fx = await build()
-    served = _count_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     head = b"GET /bytes?n=300000 HTTP/1.1\r\nHost: x\r\n\r\n"
     answers = await _ask(fx.proxy.port, [head, head, head])
     assert served[0] == 2
@@ -200,7 +185,7 @@ async def test_a_response_split_across_reads_still_arrives_whole(pair, monkeypat
 async def test_a_backend_killed_between_plain_requests_is_retried_unseen(pair, monkeypatch) -> None:
     backends, build = pair
     fx = await build(algorithm="round_robin")
-    served = _count_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     try:
         statuses = []

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 
 import httptools
 import pytest
-from proxy_support import Fixture, make_proxy, read_response, start_backends, wait_for
+from proxy_support import Fixture, count_taken, make_proxy, read_response, start_backends, wait_for
 
 from engine.balancer import LoadBalancer
 from engine.proxy import HttpProxy, ProxySettings
-from engine.proxy.client import ClientConnection
 from engine.proxy.plain import KNOWN_HEADS, PLAIN_REQUEST, plain_response_head
 from engine.server import Server
 
@@ -137,34 +136,6 @@ async def env():
         await p.stop(1)
     for b in backends:
         await b.stop()
-
-
-def _spy_plain(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the reads the plain request path served (the real method still runs)."""
-    served = [0]
-    real = ClientConnection._start_plain_read
-
-    def spy(self: ClientConnection, *args: object) -> bool:
-        took = real(self, *args)  # type: ignore[arg-type]
-        served[0] += took
-        return took
-
-    monkeypatch.setattr(ClientConnection, "_start_plain_read", spy)
-    return served
-
-
-def _spy_relay(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the responses the plain response path relayed."""
-    relayed = [0]
-    real = ClientConnection.relay_plain
-
-    def spy(self: ClientConnection, *args: object) -> bool:
-        took = real(self, *args)  # type: ignore[arg-type]
-        relayed[0] += took
-        return took
-
-    monkeypatch.setattr(ClientConnection, "relay_plain", spy)
-    return relayed
 
 
 async def read_final(
@@ -327,7 +298,7 @@ async def test_every_request_variant_is_forwarded_and_answered_as_the_general_pa
     backend, proxy = env
     b = await backend()
     p = await proxy([b], ProxySettings(connect_timeout=1.0, trust_forwarded=trust))
-    served = _spy_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     mismatches = []
     for head in REQUEST_VARIANTS:
         general, plain, general_heads, plain_heads = await _general_and_plain(p.port, head, b)
@@ -380,7 +351,7 @@ RESPONSE_VARIANTS = [
 async def test_every_response_variant_reaches_the_client_as_the_general_path_relays_it(
     env, response, monkeypatch
 ) -> None:
-    relayed = _spy_relay(monkeypatch)
+    relayed = count_taken(monkeypatch, "relay_plain")
 
     async def answer(conn: RawConn, head: bytes) -> None:
         if head.startswith(b"GET /warm "):
@@ -485,7 +456,7 @@ async def test_bytes_after_a_response_never_reach_the_next_request(env, monkeypa
     and llhttp goes on parsing the extra bytes with nobody bound. The next request reuses
     the connection and gets the injected response. HAProxy/Envoy close an upstream
     connection that sends anything past the end of the response."""
-    relayed = _spy_relay(monkeypatch)
+    relayed = count_taken(monkeypatch, "relay_plain")
 
     async def answer(conn: RawConn, head: bytes) -> None:
         if conn.index == 0 and head.startswith(b"GET /second "):
@@ -566,8 +537,8 @@ async def test_the_response_head_memo_is_bounded_in_bytes(env) -> None:
 
 # -- 4. side effects: stats, bytes, access records, pool reuse -----------------------------
 async def test_plain_and_general_exchanges_leave_the_same_bookkeeping(env, monkeypatch) -> None:
-    served = _spy_plain(monkeypatch)
-    relayed = _spy_relay(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
+    relayed = count_taken(monkeypatch, "relay_plain")
     backend, proxy = env
     b = await backend()
     p = await proxy([b])
@@ -852,7 +823,7 @@ async def test_a_response_head_split_across_reads_is_relayed_whole(env) -> None:
 
 # -- 9. failures, timeouts, shutdown, drain -------------------------------------------------
 async def test_a_reset_after_the_plain_request_is_retried_on_another_server(env, monkeypatch) -> None:
-    served = _spy_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
 
     async def reset(conn: RawConn, head: bytes) -> None:
         if head.startswith(b"GET /warm "):
@@ -1002,7 +973,7 @@ async def test_support_backends_agree_with_the_plain_path(monkeypatch) -> None:
     """The project's own test backend through both paths: identical JSON echoes."""
     backends = await start_backends(1)
     fx: Fixture = await make_proxy(backends)
-    served = _spy_plain(monkeypatch)
+    served = count_taken(monkeypatch, "_start_plain_read")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
         try:

@@ -262,9 +262,9 @@ class ClientConnection(asyncio.Protocol):
             and len(data) <= self.plain_limit
             and not (self.no_more or self.upgrading or self.closing)
         ):
-            if data == self.plain_last:  # a client asking the same again, as pollers do
-                if self._start_plain_read(data, self.plain_method, self.plain_target, now):
-                    return
+            # The same request again (a poller, a probe) needs no match at all.
+            if data == self.plain_last and self._start_plain_read(data, self.plain_method, self.plain_target, now):
+                return
             eol = data.find(b"\r\n")
             if data[eol:] == self.plain_fields:  # the header lines of the last plain request
                 line = PLAIN_REQUEST_LINE(data, 0, eol)
@@ -1072,7 +1072,10 @@ class ClientConnection(asyncio.Protocol):
         proxy.active_requests -= 1
         if proxy.observers or proxy.access_log is not None:
             self._record(ex)
-        self._ready_for_next(now)
+        if self.paused or self.pending:
+            self._ready_for_next(now)
+        else:  # _ready_for_next's usual case: nothing paused, nothing pipelined
+            self.idle_since = now
 
     def relay_plain(self, up: UpstreamConnection, ex: Exchange, data: bytes, plain: PlainHead) -> bool:
         """The whole answer to a plain request in one read: relay it and end the exchange.
@@ -1094,30 +1097,8 @@ class ClientConnection(asyncio.Protocol):
         ex.status = status
         ex.resp_started = True
         ex.bytes_out += length
-        ex.upstream = None
-        pool = self.pool
-        now = pool.now
-        ex.upstream_ms = (now - ex.up_started) * 1000.0
-        if ex.in_flight:
-            ex.in_flight = False
-            self.lb.finish(ex.server, status, now - ex.up_started)  # type: ignore[arg-type]
-        idle = pool._idle.get(up.key)
-        if idle is not None and not up.closed and len(idle) < pool.size:
-            up.client = None  # pool.release(up), inlined
-            up.idle_since = now
-            idle.append(up)
-        else:
-            pool.release(up)
-        ex.done = True
-        self.active = None
-        proxy = self.proxy
-        proxy.active_requests -= 1
-        if proxy.observers or proxy.access_log is not None:
-            self._record(ex)
-        if self.paused or self.pending:
-            self._ready_for_next(now)
-        else:
-            self.idle_since = now
+        ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
+        self.response_complete(up, ex)
         return True
 
     def upstream_lost(self, up: UpstreamConnection) -> None:

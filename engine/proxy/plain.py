@@ -68,10 +68,8 @@ PLAIN_HEAD_LIMIT = 4096
 """Longer response heads (many cookies) take the general path: the memo holds at most
 ``_KNOWN_LIMIT`` heads of at most this size, 4 MiB."""
 
-_KNOWN: dict[bytes, PlainHead | None] = {}
-KNOWN_HEADS = _KNOWN
-"""Heads already judged: ``KNOWN_HEADS.get(head, UNKNOWN)`` is the call-free common case."""
-UNKNOWN = object()
+KNOWN_HEADS: dict[bytes, PlainHead | None] = {}
+"""The memo of ``plain_response_head``: heads already judged, by their bytes."""
 _KNOWN_LIMIT = 1024
 
 
@@ -84,14 +82,14 @@ def plain_response_head(head: bytes) -> PlainHead | None:
     """
     if len(head) > PLAIN_HEAD_LIMIT:
         return None
-    known = _KNOWN.get(head, False)
+    known = KNOWN_HEADS.get(head, False)
     if known is not False:
         return known  # type: ignore[return-value]
     match = _PLAIN_RESPONSE(head)
     answer: PlainHead | None = None
     if match is not None and match.end() == len(head) and head.count(_KEEP_ALIVE_AT_LINE_START) <= 1:
         answer = (int(match[1]), int(match[2]), head.find(KEEP_ALIVE_LINE))
-    if len(_KNOWN) >= _KNOWN_LIMIT:
-        _KNOWN.clear()
-    _KNOWN[head] = answer
+    if len(KNOWN_HEADS) >= _KNOWN_LIMIT:
+        KNOWN_HEADS.clear()
+    KNOWN_HEADS[head] = answer
     return answer

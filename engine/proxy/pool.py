@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from engine.proxy.headers import HEAD_END
-from engine.proxy.plain import KNOWN_HEADS, PLAIN_HEAD_LIMIT, UNKNOWN, plain_response_head
+from engine.proxy.plain import PLAIN_HEAD_LIMIT, plain_response_head
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -138,18 +138,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self.want_head:
-            if not self.acc:
-                ex = client.active
-                if ex is not None and ex.plain and ex.upstream is self:
-                    # A plain request's answer, whole in this read: relayed without llhttp.
-                    end = data.find(b"\r\n\r\n") + 4
-                    if 4 < end <= PLAIN_HEAD_LIMIT:
-                        head = data[:end]
-                        plain = KNOWN_HEADS.get(head, UNKNOWN)
-                        if plain is UNKNOWN:
-                            plain = plain_response_head(head)
-                        if plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain):
-                            return
+            if not self.acc and self._relayed_plain(client, data):
+                return
             self.acc = self.acc + data if self.acc else data
         client.batching = True
         try:
@@ -172,6 +162,17 @@ class UpstreamConnection(asyncio.Protocol):
                 if transport is not None and not client.closed:
                     # One write: a small response (head and body) leaves in one send.
                     transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+
+    def _relayed_plain(self, client: ClientConnection, data: bytes) -> bool:
+        """A plain request's answer, whole in this read: relayed without llhttp."""
+        ex = client.active
+        if ex is None or not ex.plain or ex.upstream is not self:
+            return False
+        end = data.find(b"\r\n\r\n") + 4
+        if not 4 < end <= PLAIN_HEAD_LIMIT:
+            return False
+        plain = plain_response_head(data[:end])
+        return plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain)
 
     def _bad_response(self) -> None:
         client = self.client
