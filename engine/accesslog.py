@@ -1,13 +1,18 @@
 """Access log: one JSON line per request, written by a thread so the proxy never waits on disk.
 
 ``write`` only appends the record's values to a list. Every ``BATCH_SIZE`` records the
-loop formats the list into one bytes object with a single ``%`` over the flattened
-values, so the per-record work runs in C and each pause stays short; every
-``BATCH_SECONDS`` a timer hands everything formatted to a daemon thread that only
-writes it (the GIL is released during the write syscall) and rotates by size, as
-logrotate's ``size`` rule would: ``access.log`` -> ``access.log.1`` -> ... ``.N``.
-Formatting in the thread was measured to cost more: the thread and the loop then fight
-for the GIL, and each hand-over is a futex round trip.
+loop formats the list into one bytes object (``format_batch``: C loops, and the fields
+that repeat from record to record formatted once per distinct combination), so each
+pause stays short; every ``BATCH_SECONDS`` a timer hands everything formatted to a
+daemon thread that only writes it (the GIL is released during the write syscall) and
+rotates by size, as logrotate's ``size`` rule would: ``access.log`` -> ``access.log.1``
+-> ... ``.N``.
+
+Two other designs were measured under wrk and lost. Formatting in the thread: the
+thread and the loop then fight for the GIL, and each hand-over is a futex round trip.
+A writer process fed ``marshal``-ed records through a pipe: the loop's share shrank in
+isolation, but under load the proxy's own CPU per request did not drop (the writer
+evicted its caches on the shared cores) and the total rose by the packing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import queue
 import threading
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
+from typing import Any
 
 _STOP = object()
 BATCH_SECONDS = 0.1
@@ -68,8 +75,9 @@ class AccessRecord:
         return _line(*self.values())
 
 # An access record's fields in AccessRecord's order, as the proxy hands them over when
-# nobody needs the record object itself (no observers): one tuple, formatted later.
-RecordValues = tuple[float, str, str, str, int, "str | None", int, int, float, float]
+# nobody needs the record object itself (no observers): one tuple, formatted later. The
+# method and path may be the bytes received (latin-1), decoded only when formatted.
+RecordValues = tuple[float, str, "str | bytes", "str | bytes", int, "str | None", int, int, float, float]
 
 
 def _line(
@@ -87,8 +95,8 @@ def _line(
     return _LINE % (
         time,
         _quoted(client),
-        _quoted(method),
-        _quote(path),
+        _quoted(_text(method)),
+        _quote(_text(path)),
         status,
         "null" if server is None else _quoted(server),
         bytes_in,
@@ -102,7 +110,6 @@ _LINE = (
     '{"time":%.3f,"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,'
     '"bytes_in":%d,"bytes_out":%d,"upstream_ms":%.3f,"total_ms":%.3f}'
 )
-_FIELDS = 10
 _MEMO_LIMIT = 4096
 
 
@@ -125,55 +132,76 @@ def _quoted(text: str) -> str:
     return _QUOTED[text]
 
 
-class _QuotedBytes(dict[str | None, bytes]):
-    """``_Quoted`` as ASCII bytes, for the batch format (bytes ``%`` is the faster one)."""
-
-    def __missing__(self, text: str | None) -> bytes:
-        quoted = self[text] = b"null" if text is None else _quote(text).encode("ascii")
-        return quoted
+def _text(value: str | bytes) -> str:
+    """A method or path as text: the proxy hands them over as the bytes it received."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-_QUOTED_BYTES = _QuotedBytes()
+class _Middles(dict[tuple[Any, ...], bytes]):
+    """The JSON of a record's fields from client to bytes_out, by those fields' values.
+
+    Traffic repeats itself: the same client asks for the same path from the same server
+    and gets the same status and size, record after record. Only the three times differ,
+    so the rest of the line is formatted once and found again by a C dict lookup.
+    """
+
+    def __missing__(self, key: tuple[Any, ...]) -> bytes:
+        client, method, path, status, server, bytes_in, bytes_out = key
+        middle = _MIDDLE % (
+            _quote(client).encode("ascii"),
+            _quote(_text(method)).encode("ascii"),
+            _quote(_text(path)).encode("ascii"),
+            status,
+            b"null" if server is None else _quote(server).encode("ascii"),
+            bytes_in,
+            bytes_out,
+        )
+        self[key] = middle
+        return middle
+
+
+_MIDDLE = b'"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,"bytes_in":%d,"bytes_out":%d'
+_MIDDLES = _Middles()
+_BATCH_LINE = b'{"time":%.3f,%s,"upstream_ms":%.3f,"total_ms":%.3f}\n'
+_STATIC = itemgetter(slice(1, 8))  # client .. bytes_out: the key of _MIDDLES
+_TIME, _UPSTREAM_MS, _TOTAL_MS = itemgetter(0), itemgetter(8), itemgetter(9)
 
 
 def format_batch(batch: list[RecordValues]) -> bytes:
     """JSON lines of many records at once: every per-record step is a C loop.
 
-    The values are flattened into one tuple, the string fields are quoted by mapping
-    C functions over strided slices, and one bytes ``%`` over the format repeated per
-    record makes the text (a quarter faster than formatting str and encoding it). A
-    record that does not format (a bug upstream) is written through ``json.dumps``
-    instead of losing the batch.
+    Each record's fields but its times come from ``_MIDDLES`` (formatted once per
+    distinct combination); the times and those bytes are interleaved into one tuple and
+    one bytes ``%`` over the line repeated per record makes the text. A record that
+    does not format (a bug upstream) is written through ``json.dumps`` instead of losing
+    the batch.
     """
     count = len(batch)
     if not count:
         return b""
-    if len(_QUOTED_BYTES) > _MEMO_LIMIT:  # many distinct clients: keep the memo bounded
-        _QUOTED_BYTES.clear()
-    flat = list(chain.from_iterable(batch))
-    if len(flat) == count * _FIELDS:
-        memo = _QUOTED_BYTES.__getitem__
-        try:
-            flat[1::_FIELDS] = map(memo, flat[1::_FIELDS])
-            flat[2::_FIELDS] = map(memo, flat[2::_FIELDS])
-            flat[3::_FIELDS] = map(str.encode, map(_quote, flat[3::_FIELDS]))
-            flat[5::_FIELDS] = map(memo, flat[5::_FIELDS])
-            return (_LINE_NL_BYTES * count) % tuple(flat)
-        except (TypeError, ValueError, AttributeError):
-            pass
+    if len(_MIDDLES) > _MEMO_LIMIT:  # many distinct clients or paths: keep the memo bounded
+        _MIDDLES.clear()
+    try:
+        middles = map(_MIDDLES.__getitem__, map(_STATIC, batch))
+        flat = tuple(
+            chain.from_iterable(zip(map(_TIME, batch), middles, map(_UPSTREAM_MS, batch), map(_TOTAL_MS, batch)))
+        )
+        return (_BATCH_LINE * count) % flat
+    except (TypeError, ValueError, AttributeError, IndexError):
+        pass
     return "".join(map(_safe_line, batch)).encode("ascii")
 
 
 def _safe_line(record: RecordValues) -> str:
     try:
         return _line(*record) + "\n"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         names = ("time", "client", "method", "path", "status", "server")
         names += ("bytes_in", "bytes_out", "upstream_ms", "total_ms")
-        return json.dumps(dict(zip(names, record, strict=False)), default=str) + "\n"
+        values = [_text(v) if isinstance(v, bytes) else v for v in record]
+        return json.dumps(dict(zip(names, values, strict=False)), default=str) + "\n"
 
 
-_LINE_NL_BYTES = (_LINE + "\n").encode("ascii")
 
 
 class AccessLog:

@@ -136,3 +136,25 @@ async def test_a_line_longer_than_max_bytes_gets_a_file_of_its_own(tmp_path) -> 
         for name in (path, path + ".1", path + ".2")
     )
     assert (oldest, middle, newest) == (["/short"], ["/" + "x" * 400], ["/after"])
+
+
+def test_bytes_from_the_proxy_format_as_their_text() -> None:
+    """The proxy hands method and target over as received (bytes, latin-1); repeated
+    fields come from the memo, each record keeps its own times."""
+    text = [
+        AccessRecord(1.0 + i, "10.0.0.1", "GET", "/caf\u00e9", 200, "b0", 0, 14, 0.5 * i, 1.0 * i)
+        for i in range(3)
+    ]
+    raw = [r.values()[:2] + (b"GET", "/caf\u00e9".encode("latin-1")) + r.values()[4:] for r in text]
+    lines = format_batch(raw).decode("ascii").splitlines()  # type: ignore[arg-type]
+    assert lines == [r.to_json() for r in text]
+    assert [json.loads(line)["upstream_ms"] for line in lines] == [0.0, 0.5, 1.0]
+
+
+def test_the_memo_of_repeated_fields_stays_bounded() -> None:
+    from engine import accesslog
+
+    for start in range(0, 3 * accesslog._MEMO_LIMIT, 256):
+        batch = [record(f"/p{start + i}").values() for i in range(256)]
+        assert format_batch(batch).count(b"\n") == 256
+    assert len(accesslog._MIDDLES) <= accesslog._MEMO_LIMIT + 256

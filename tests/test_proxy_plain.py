@@ -200,3 +200,37 @@ async def test_a_backend_killed_between_plain_requests_is_retried_unseen(pair, m
     assert [s for s, _ in statuses] == [200] * 6
     assert [name for _, name in statuses[3:]] == ["b1"] * 3
     assert served[0] == 5
+
+
+async def test_a_reused_plain_exchange_starts_clean(pair, monkeypatch) -> None:
+    """Plain requests on one connection share one exchange object, reset between them:
+    a 503 after a 200 must log and answer exactly as a 503 on a fresh connection."""
+    _, build = pair
+    fx = await build(algorithm="round_robin")
+    served = count_taken(monkeypatch, "_start_plain_read")
+    records = []
+    fx.proxy.observers.append(records.append)
+    head = b"GET /status?code=201 HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    try:
+        answers = []
+        for index in range(4):
+            if index == 3:
+                for name in ("b0", "b1"):
+                    fx.lb.maint(name)
+            writer.write(head)
+            answers.append(await read_response(reader))
+    finally:
+        writer.close()
+    assert served[0] == 3  # requests 2-4 took the plain path
+    fresh = await _ask(fx.proxy.port, [head])
+    assert [a[0] for a in answers] == [201, 201, 201, 503] and fresh[0][0] == 503
+    assert answers[3][2] == fresh[0][2]
+    reused, new = records[3], records[4]
+    assert (reused.status, reused.server, reused.bytes_out) == (new.status, new.server, new.bytes_out) == (
+        503,
+        None,
+        new.bytes_out,
+    )
+    assert reused.upstream_ms == new.upstream_ms == 0.0
+    assert reused.time > records[2].time and reused.total_ms < 1000
