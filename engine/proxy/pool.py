@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from engine.proxy.headers import HEAD_END
-from engine.proxy.plain import PLAIN_HEAD_LIMIT, plain_response_head
+from engine.proxy.plain import KNOWN_HEADS, PLAIN_HEAD_LIMIT, plain_response_head
 from engine.stats import TrafficStats
 
 if TYPE_CHECKING:
@@ -171,7 +171,10 @@ class UpstreamConnection(asyncio.Protocol):
         end = data.find(b"\r\n\r\n") + 4
         if not 4 < end <= PLAIN_HEAD_LIMIT:
             return False
-        plain = plain_response_head(data[:end])
+        head = data[:end]
+        plain = KNOWN_HEADS.get(head, False)  # plain_response_head's memo, without the call
+        if plain is False:
+            plain = plain_response_head(head)
         return plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain)
 
     def _bad_response(self) -> None:
