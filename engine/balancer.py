@@ -324,16 +324,39 @@ class LoadBalancer:
         self._eligible = ready if panic else up
         return self._eligible
 
-    def route(self, request: Mapping[str, Any] | None = None, exclude: Collection[Server] = ()) -> Server | None:
-        """Choose the server for one request, or None when nothing may serve it (503)."""
-        request = request if request is not None else {}
-        now = _monotonic()  # one clock read per route: eligibility and the rate windows
+    def route(
+        self, request: Mapping[str, Any] | None = None, exclude: Collection[Server] = (), now: float | None = None
+    ) -> Server | None:
+        """Choose the server for one request, or None when nothing may serve it (503).
+
+        ``now`` is the caller's monotonic clock if it has just read it (the proxy reads
+        it once per socket read); otherwise the clock is read here, once per route.
+        """
+        if now is None:
+            now = _monotonic()
         if now >= self._second_end:
             self._roll(now)
         if self._generation == _GENERATION[0] and now < self._next_expiry:
             candidates = self._eligible  # eligible()'s cached answer, without the call
         else:
             candidates = self.eligible(now)
+        if exclude or self.affinity is not None or self._server_buckets:
+            return self._route_among(candidates, request if request is not None else {}, exclude)
+        # The usual request: no retry, no sticky session, no per-server rate limit.
+        policy = self.policy
+        if not candidates:
+            return None
+        server = policy.pick(candidates, self.hash_key.extract(request or {}) if policy.uses_key else None)
+        if server is not None:
+            # Counted only; the rate window is settled when the second ends (_roll).
+            server.stats.requests += 1
+            self.totals.requests += 1
+        return server
+
+    def _route_among(
+        self, candidates: list[Server], request: Mapping[str, Any], exclude: Collection[Server]
+    ) -> Server | None:
+        """``route`` with exclusions (a retry), sticky sessions or per-server rate limits."""
         if exclude:
             candidates = [s for s in candidates if s not in exclude]
         if not candidates:
@@ -358,7 +381,6 @@ class LoadBalancer:
             if not buckets or self._take_token(server):
                 if affinity is not None and isinstance(request, dict):
                     affinity.pin(request, server)
-                # Counted only; the rate window is settled when the second ends (_roll).
                 server.stats.requests += 1
                 self.totals.requests += 1
                 return server

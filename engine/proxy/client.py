@@ -697,7 +697,7 @@ class ClientConnection(asyncio.Protocol):
         ex.host = self.fwd_host
         self.proxy.active_requests += 1
         self.active = ex
-        server = lb.route(ex.request)
+        server = lb.route(ex.request, (), now)
         if server is None:
             self._respond_error(ex, 503)
             return True
