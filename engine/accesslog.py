@@ -24,8 +24,6 @@ import queue
 import threading
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
-from typing import Any
 
 _STOP = object()
 BATCH_SECONDS = 0.1
@@ -51,8 +49,23 @@ class AccessRecord:
     upstream_ms: float
     total_ms: float
 
-    def values(self) -> RecordValues:
+    def entry(self) -> LogEntry:
+        """The record as the log batches it (see ``LogEntry``)."""
         return (
+            self.time,
+            (self.client, self.method, self.path, self.status, self.server, self.bytes_in, self.bytes_out),
+            self.upstream_ms,
+            self.total_ms,
+        )
+
+    def to_json(self) -> str:
+        """One JSON object with the fields of ``asdict(self)``, 3x faster than ``json.dumps``.
+
+        Times are written with fixed decimals (``time`` to the millisecond, as HAProxy
+        logs it; the two durations in ms to the microsecond), and the strings that repeat
+        (client, method, server) are quoted once and remembered.
+        """
+        return _line(
             self.time,
             self.client,
             self.method,
@@ -65,19 +78,12 @@ class AccessRecord:
             self.total_ms,
         )
 
-    def to_json(self) -> str:
-        """One JSON object with the fields of ``asdict(self)``, 3x faster than ``json.dumps``.
-
-        Times are written with fixed decimals (``time`` to the millisecond, as HAProxy
-        logs it; the two durations in ms to the microsecond), and the strings that repeat
-        (client, method, server) are quoted once and remembered.
-        """
-        return _line(*self.values())
-
-# An access record's fields in AccessRecord's order, as the proxy hands them over when
-# nobody needs the record object itself (no observers): one tuple, formatted later. The
-# method and path may be the bytes received (latin-1), decoded only when formatted.
-RecordValues = tuple[float, str, "str | bytes", "str | bytes", int, "str | None", int, int, float, float]
+# An access record as the proxy hands it over when nobody needs the record object itself
+# (no observers): time, then the fields from client to bytes_out (the ones that repeat
+# from request to request, formatted once per distinct combination), then upstream_ms
+# and total_ms. Method and path may be the bytes received (latin-1), decoded once.
+RecordKey = tuple[str, "str | bytes", "str | bytes", int, "str | None", int, int]
+LogEntry = tuple[float, RecordKey, float, float]
 
 
 def _line(
@@ -137,7 +143,7 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-class _Middles(dict[tuple[Any, ...], bytes]):
+class _Middles(dict[RecordKey, bytes]):
     """The JSON of a record's fields from client to bytes_out, by those fields' values.
 
     Traffic repeats itself: the same client asks for the same path from the same server
@@ -145,7 +151,7 @@ class _Middles(dict[tuple[Any, ...], bytes]):
     so the rest of the line is formatted once and found again by a C dict lookup.
     """
 
-    def __missing__(self, key: tuple[Any, ...]) -> bytes:
+    def __missing__(self, key: RecordKey) -> bytes:
         client, method, path, status, server, bytes_in, bytes_out = key
         middle = _MIDDLE % (
             _quote(client).encode("ascii"),
@@ -163,45 +169,50 @@ class _Middles(dict[tuple[Any, ...], bytes]):
 _MIDDLE = b'"client":%s,"method":%s,"path":%s,"status":%d,"server":%s,"bytes_in":%d,"bytes_out":%d'
 _MIDDLES = _Middles()
 _BATCH_LINE = b'{"time":%.3f,%s,"upstream_ms":%.3f,"total_ms":%.3f}\n'
-_STATIC = itemgetter(slice(1, 8))  # client .. bytes_out: the key of _MIDDLES
-_TIME, _UPSTREAM_MS, _TOTAL_MS = itemgetter(0), itemgetter(8), itemgetter(9)
 
 
-def format_batch(batch: list[RecordValues]) -> bytes:
+def format_batch(batch: list[LogEntry]) -> bytes:
     """JSON lines of many records at once: every per-record step is a C loop.
 
-    Each record's fields but its times come from ``_MIDDLES`` (formatted once per
-    distinct combination); the times and those bytes are interleaved into one tuple and
-    one bytes ``%`` over the line repeated per record makes the text. A record that
-    does not format (a bug upstream) is written through ``json.dumps`` instead of losing
-    the batch.
+    The entries are flattened, each one's key replaced by its JSON from ``_MIDDLES``
+    (formatted once per distinct key), and one bytes ``%`` over the line repeated per
+    record makes the text. A record that does not format (a bug upstream) is written
+    through ``json.dumps`` instead of losing the batch.
     """
     count = len(batch)
     if not count:
         return b""
     if len(_MIDDLES) > _MEMO_LIMIT:  # many distinct clients or paths: keep the memo bounded
         _MIDDLES.clear()
-    try:
-        middles = map(_MIDDLES.__getitem__, map(_STATIC, batch))
-        flat = tuple(
-            chain.from_iterable(zip(map(_TIME, batch), middles, map(_UPSTREAM_MS, batch), map(_TOTAL_MS, batch)))
-        )
-        return (_BATCH_LINE * count) % flat
-    except (TypeError, ValueError, AttributeError, IndexError):
-        pass
+    flat = list(chain.from_iterable(batch))
+    if len(flat) == 4 * count:
+        try:
+            flat[1::4] = map(_MIDDLES.__getitem__, flat[1::4])
+            return (_BATCH_LINE * count) % tuple(flat)
+        except (TypeError, ValueError, AttributeError):
+            pass
     return "".join(map(_safe_line, batch)).encode("ascii")
 
 
-def _safe_line(record: RecordValues) -> str:
+def _safe_line(entry: LogEntry) -> str:
+    """One entry's line on its own; one that does not format is written as what it holds."""
     try:
-        return _line(*record) + "\n"
-    except (TypeError, ValueError, AttributeError):
-        names = ("time", "client", "method", "path", "status", "server")
-        names += ("bytes_in", "bytes_out", "upstream_ms", "total_ms")
-        values = [_text(v) if isinstance(v, bytes) else v for v in record]
-        return json.dumps(dict(zip(names, values, strict=False)), default=str) + "\n"
+        time, key, upstream_ms, total_ms = entry
+        values = (time, *key, upstream_ms, total_ms)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) == len(_NAMES):
+        try:
+            return _line(*values) + "\n"  # type: ignore[arg-type]
+        except (TypeError, ValueError, AttributeError):
+            pass
+        fields: dict[str, object] = dict(zip(_NAMES, (_text(v) if isinstance(v, bytes) else v for v in values)))
+    else:
+        fields = {"malformed": entry}
+    return json.dumps(fields, default=str) + "\n"
 
 
+_NAMES = ("time", "client", "method", "path", "status", "server", "bytes_in", "bytes_out", "upstream_ms", "total_ms")
 
 
 class AccessLog:
@@ -219,7 +230,7 @@ class AccessLog:
         self._fd = self._open(truncate=False)  # owned by the writer thread from here on
         self._size = os.fstat(self._fd).st_size
         self._closed = False
-        self._batch: list[RecordValues] = []
+        self._batch: list[LogEntry] = []
         self._formatted: list[bytes] = []  # formatted batches not yet with the writer
         self._formatted_bytes = self._formatted_records = 0
         self._armed = False  # a hand-off of the batch is scheduled on the event loop
@@ -232,14 +243,14 @@ class AccessLog:
 
     def write(self, record: AccessRecord) -> None:
         """Queue one record; never blocks and never raises into the data plane."""
-        self.write_values(record.values())
+        self.write_entry(record.entry())
 
-    def write_values(self, values: RecordValues) -> None:
-        """``write`` for a record given as its field values: no object built on the loop."""
+    def write_entry(self, entry: LogEntry) -> None:
+        """``write`` for a record given as a ``LogEntry``: no object built on the loop."""
         if self._closed:
             return
         batch = self._batch
-        batch.append(values)
+        batch.append(entry)
         if len(batch) >= BATCH_SIZE:
             self._format()
             if self._formatted_bytes >= HANDOFF_BYTES:

@@ -109,17 +109,18 @@ def test_batch_format_matches_one_record_at_a_time() -> None:
         AccessRecord(1.25, "::1", "PATCH", "/ünï/\u2603?a=b", 502, None, 7, 0, 0.0, 12.0004),
         record("/plain"),
     ]
-    data = format_batch([r.values() for r in records]).decode("ascii")
+    data = format_batch([r.entry() for r in records]).decode("ascii")
     assert data.splitlines() == [r.to_json() for r in records]
     assert [json.loads(line)["path"] for line in data.splitlines()][:2] == [records[0].path, records[1].path]
 
 
 def test_a_record_that_does_not_format_does_not_lose_the_batch() -> None:
-    good = record("/ok").values()
-    bad = (1.0, "127.0.0.1", "GET", "/bad", None, "b0", 0, 0, 0.0, 0.0)  # status missing
-    lines = format_batch([good, bad, good]).decode().splitlines()  # type: ignore[list-item]
-    assert [json.loads(line)["path"] for line in lines] == ["/ok", "/bad", "/ok"]
-    assert json.loads(lines[1])["status"] is None
+    good = record("/ok").entry()
+    bad = (1.0, ("127.0.0.1", "GET", "/bad", None, "b0", 0, 0), 0.0, 0.0)  # status missing
+    short = (2.0, ("127.0.0.1", "GET"), 0.0, 0.0)  # a key cut short
+    lines = format_batch([good, bad, good, short]).decode().splitlines()  # type: ignore[list-item]
+    assert [json.loads(line).get("path") for line in lines] == ["/ok", "/bad", "/ok", None]
+    assert json.loads(lines[1])["status"] is None and json.loads(lines[3])["malformed"][0] == 2.0
 
 
 async def test_a_line_longer_than_max_bytes_gets_a_file_of_its_own(tmp_path) -> None:
@@ -145,7 +146,10 @@ def test_bytes_from_the_proxy_format_as_their_text() -> None:
         AccessRecord(1.0 + i, "10.0.0.1", "GET", "/caf\u00e9", 200, "b0", 0, 14, 0.5 * i, 1.0 * i)
         for i in range(3)
     ]
-    raw = [r.values()[:2] + (b"GET", "/caf\u00e9".encode("latin-1")) + r.values()[4:] for r in text]
+    raw = [
+        (r.time, (r.client, b"GET", "/caf\u00e9".encode("latin-1"), *r.entry()[1][3:]), *r.entry()[2:])
+        for r in text
+    ]
     lines = format_batch(raw).decode("ascii").splitlines()  # type: ignore[arg-type]
     assert lines == [r.to_json() for r in text]
     assert [json.loads(line)["upstream_ms"] for line in lines] == [0.0, 0.5, 1.0]
@@ -155,6 +159,6 @@ def test_the_memo_of_repeated_fields_stays_bounded() -> None:
     from engine import accesslog
 
     for start in range(0, 3 * accesslog._MEMO_LIMIT, 256):
-        batch = [record(f"/p{start + i}").values() for i in range(256)]
+        batch = [record(f"/p{start + i}").entry() for i in range(256)]
         assert format_batch(batch).count(b"\n") == 256
     assert len(accesslog._MIDDLES) <= accesslog._MEMO_LIMIT + 256

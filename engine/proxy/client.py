@@ -1244,16 +1244,18 @@ class ClientConnection(asyncio.Protocol):
             )
             return
         # Method and target as received: the log decodes them once per distinct value.
-        proxy.access_log.write_values(  # type: ignore[union-attr]  # callers checked
+        proxy.access_log.write_entry(  # type: ignore[union-attr]  # callers checked
             (
                 ex.started + proxy.wall_offset,
-                self.ip,
-                ex.method,
-                ex.url,
-                ex.status,
-                server.name if server is not None else None,
-                ex.bytes_in,
-                ex.bytes_out,
+                (
+                    self.ip,
+                    ex.method,
+                    ex.url,
+                    ex.status,
+                    server.name if server is not None else None,
+                    ex.bytes_in,
+                    ex.bytes_out,
+                ),
                 ex.upstream_ms,
                 (self.pool.now - ex.started) * 1000.0,
             )
