@@ -20,9 +20,12 @@ rounds and the ratio lbtui/baseline are printed.
 no load generator): the Python cost alone, far less noisy than the socket rounds,
 which also carry the kernel's share (two reads and two writes per request, the same
 for every proxy). ``--no-access-log`` runs lbtui without its access log.
+``--bytecodes`` counts the Python bytecodes per request instead of timing them: exact,
+so it resolves changes of a few percent that the timings here cannot.
 
     python tests/bench/bench_proxy_cpu.py [--requests 20000] [--connections 50] [--rounds 5]
     python tests/bench/bench_proxy_cpu.py --inprocess [--rounds 7] [--inprocess-connections 50]
+    python tests/bench/bench_proxy_cpu.py --bytecodes --inprocess-connections 50 [--only ...]
     python tests/bench/bench_proxy_cpu.py --profile /tmp/lbtui.prof   # cProfile of lbtui-hash
 """
 
@@ -36,7 +39,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -324,6 +330,18 @@ async def _inprocess(kind: str, total: int, log_dir: str, conns: int = 1) -> flo
 
 async def _inprocess_many(kind: str, total: int, log_dir: str, conns: int) -> float:
     rounds = max(1, total // conns)
+    one_round, stop = await _many_connections(kind, log_dir, conns)
+    started = time.process_time()
+    for _ in range(rounds):
+        one_round()
+    elapsed = time.process_time() - started
+    await stop()
+    return elapsed / (rounds * conns) * 1e6
+
+
+async def _many_connections(kind: str, log_dir: str, conns: int) -> tuple[Callable[[], None], Callable[[], Any]]:
+    """``conns`` client connections of one proxy on null transports; ``one_round`` gives
+    each a request, then each its response, as the event loop would (``stop`` ends it)."""
     if kind == "baseline":
         pairs = []
         for _ in range(conns):
@@ -335,13 +353,17 @@ async def _inprocess_many(kind: str, total: int, log_dir: str, conns: int) -> fl
             pairs.append((client.data_received, up.data_received))
         feeds = [f for f, _ in pairs]
         answers = [a for _, a in pairs]
-        started = time.process_time()
-        for _ in range(rounds):
+
+        def baseline_round() -> None:
             for feed in feeds:
                 feed(REQUEST)
             for answer in answers:
                 answer(RESPONSE)
-        return (time.process_time() - started) / (rounds * conns) * 1e6
+
+        async def nothing() -> None:
+            return None
+
+        return baseline_round, nothing
     from engine.proxy.pool import UpstreamConnection
 
     policy = "consistent_hash" if kind == "lbtui-hash" else "round_robin"
@@ -363,20 +385,72 @@ async def _inprocess_many(kind: str, total: int, log_dir: str, conns: int) -> fl
             upstream.connection_made(_NullTransport())  # type: ignore[arg-type]
             proxy.pool.release(upstream)  # type: ignore[attr-defined]
     feeds = [c.data_received for c in clients]
-    flush = proxy.writes.flush  # what the event loop runs after each batch of reads
-    started = time.process_time()
-    for _ in range(rounds):
+    flush = proxy.writes.flush  # type: ignore[attr-defined]  # what the event loop runs after each batch of reads
+
+    def lbtui_round() -> None:
         for feed in feeds:
             feed(REQUEST)
         flush()
         for conn in clients:
             conn.active.upstream.data_received(RESPONSE)
         flush()
-    if proxy.access_log is not None:  # type: ignore[attr-defined]
-        proxy.access_log.flush()  # type: ignore[attr-defined]
-    elapsed = time.process_time() - started
-    await proxy.stop(0)  # type: ignore[attr-defined]
-    return elapsed / (rounds * conns) * 1e6
+
+    async def stop() -> None:
+        if proxy.access_log is not None:  # type: ignore[attr-defined]
+            proxy.access_log.flush()  # type: ignore[attr-defined]
+        await proxy.stop(0)  # type: ignore[attr-defined]
+
+    return lbtui_round, stop
+
+
+async def _bytecodes(kind: str, log_dir: str, conns: int, requests: int) -> tuple[float, Counter[str]]:
+    """Python bytecodes run per request in the steady state, in all and per function.
+
+    A count, not a time: the same on a quiet machine and a busy one, so a change to the
+    request path shows as a difference of a few bytecodes that no timing could resolve.
+    (Bytecodes are not equally dear, and C calls count as one, so it is a guide, not a
+    price.) The harness's own round loop and null transports are left out.
+    """
+    one_round, stop = await _many_connections(kind, log_dir, conns)
+    for _ in range(max(1, 2000 // conns)):  # warm: pools, memos, the spare exchanges
+        one_round()
+    counts: Counter[str] = Counter()
+    harness = ("_NullTransport.", "_many_connections.<locals>.")  # not either proxy's work
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        code = frame.f_code
+        if event == "opcode" and not code.co_qualname.startswith(harness):
+            counts[f"{os.path.basename(code.co_filename)}:{code.co_qualname}"] += 1
+        return trace
+
+    rounds = max(1, requests // conns)
+    sys.settrace(trace)
+    try:
+        for _ in range(rounds):
+            one_round()
+    finally:
+        sys.settrace(None)
+    await stop()
+    served = rounds * conns
+    return sum(counts.values()) / served, counts
+
+
+def _run_bytecodes(kinds: list[str], conns: int, requests: int) -> None:
+    _install_uvloop()
+    log_dir = tempfile.mkdtemp(prefix="lbtui-bench-cpu-")
+    totals = {}
+    for kind in kinds:
+        per_request, counts = asyncio.run(_bytecodes(kind, log_dir, conns, requests))
+        totals[kind] = per_request
+        print(f"{kind:<16} {per_request:7.0f} bytecodes/request")
+        served = requests // conns * conns
+        for name, count in counts.most_common(12):
+            print(f"    {count / served:7.1f}  {name}")
+    if "baseline" in totals:
+        for kind, count in totals.items():
+            if kind != "baseline":
+                print(f"ratio {kind}/baseline: {count / totals['baseline']:.2f}")
 
 
 async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False) -> tuple[None, object]:
@@ -516,10 +590,18 @@ def main() -> None:
         help="with --inprocess: client connections with a request in flight at once (50 = the socket rounds)",
     )
     parser.add_argument("--no-access-log", action="store_true", help="run lbtui without its access log")
+    parser.add_argument(
+        "--bytecodes",
+        action="store_true",
+        help="count the Python bytecodes each proxy runs per request (in-process, exact, no timing)",
+    )
     args = parser.parse_args()
     if args.no_access_log:
         os.environ["BENCH_NOLOG"] = "1"  # read by the proxy processes, which inherit it
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    if args.bytecodes:
+        _run_bytecodes(kinds, max(args.inprocess_connections, 1), min(args.requests, 2000))
+        return
     if args.inprocess:
         _run_inprocess(kinds, args.requests, args.rounds, args.profile, args.inprocess_connections)
         return
