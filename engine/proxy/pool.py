@@ -130,6 +130,19 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection: the backend is out of step; never reuse it.
             self.close()
             return
+        if self.want_head and not self.acc:
+            # A plain request's answer, whole in this read: relayed without llhttp. (A
+            # plain exchange never tunnels, and its connection always has a parser.)
+            ex = client.active
+            if ex is not None and ex.plain and ex.upstream is self:
+                end = data.find(b"\r\n\r\n") + 4
+                if 4 < end <= PLAIN_HEAD_LIMIT:
+                    head = data[:end]
+                    plain = KNOWN_HEADS.get(head, False)  # plain_response_head's memo, without the call
+                    if plain is False:
+                        plain = plain_response_head(head)
+                    if plain is not None and size - end == plain[1] and client.relay_plain(self, ex, data, plain):
+                        return
         if self.tunnel:
             client.tunnel_from_upstream(data)
             return
@@ -138,8 +151,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self.want_head:
-            if not self.acc and self._relayed_plain(client, data):
-                return
             self.acc = self.acc + data if self.acc else data
         client.batching = True
         try:
@@ -162,20 +173,6 @@ class UpstreamConnection(asyncio.Protocol):
                 if transport is not None and not client.closed:
                     # One write: a small response (head and body) leaves in one send.
                     transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
-
-    def _relayed_plain(self, client: ClientConnection, data: bytes) -> bool:
-        """A plain request's answer, whole in this read: relayed without llhttp."""
-        ex = client.active
-        if ex is None or not ex.plain or ex.upstream is not self:
-            return False
-        end = data.find(b"\r\n\r\n") + 4
-        if not 4 < end <= PLAIN_HEAD_LIMIT:
-            return False
-        head = data[:end]
-        plain = KNOWN_HEADS.get(head, False)  # plain_response_head's memo, without the call
-        if plain is False:
-            plain = plain_response_head(head)
-        return plain is not None and len(data) - end == plain[1] and client.relay_plain(self, ex, data, plain)
 
     def _bad_response(self) -> None:
         client = self.client
