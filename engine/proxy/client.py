@@ -171,7 +171,7 @@ class ClientConnection(asyncio.Protocol):
         self.plain_last: bytes | None = None
         self.plain_method = self.plain_target = b""
         # The last plain exchange, once over: the next plain request reuses it (see
-        # _start_plain_read), which saves building a 47-field object per request.
+        # _start_plain_read), which saves building a 46-field object per request.
         self.spare: Exchange | None = None
         self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
