@@ -671,8 +671,7 @@ class ClientConnection(asyncio.Protocol):
             or self.settings.server_header
         ):
             return False
-        self.seen_bytes = True
-        self.phase = IDLE
+        self.seen_bytes = True  # (phase is IDLE already: data_received checked)
         self.idle_since = now
         ex = self.spare
         if ex is None:
@@ -733,7 +732,6 @@ class ClientConnection(asyncio.Protocol):
             conn.want_head = True
             conn.status = 0
             conn.stamp = now
-            conn.uses += 1
         ex.sent = True
         sent = len(head)
         server.stats.bytes_out += sent
@@ -858,7 +856,6 @@ class ClientConnection(asyncio.Protocol):
             conn.want_head = True
             conn.status = 0
             conn.stamp = self.pool.now
-            conn.uses += 1
         transport = conn.transport
         assert transport is not None
         head = ex.head

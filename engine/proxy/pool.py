@@ -54,7 +54,6 @@ class UpstreamConnection(asyncio.Protocol):
         "status",
         "transport",
         "tunnel",
-        "uses",
         "want_head",
     )
 
@@ -77,7 +76,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.stamp = _monotonic()  # last activity: request sent or byte received
         self.idle_since = 0.0
-        self.uses = 0
 
     # -- binding ------------------------------------------------------------------------
     def bind(self, client: ClientConnection, head_only: bool) -> None:
@@ -92,7 +90,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.status = 0
         self.stamp = self.pool.now
-        self.uses += 1
 
     def unbind(self) -> None:
         self.client = None
