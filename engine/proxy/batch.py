@@ -54,13 +54,8 @@ class HeldWrites:
     def flush(self) -> None:
         self._scheduled = False
         holders, self._holders = self._holders, []
-        for conn in holders:  # send_held, inlined: two calls fewer per request
-            data = conn.held
-            if data is not None:
-                conn.held = None
-                transport = conn.transport
-                if transport is not None and not transport.is_closing():
-                    transport.write(data)
+        for conn in holders:
+            send_held(conn)
 
 
 def send_held(conn: Holder) -> None:

@@ -567,14 +567,8 @@ class ClientConnection(asyncio.Protocol):
                     self.pause_reading(PAUSE_PIPELINE)
                 return
             lb = self.lb
-            host = ex.host
             if (
-                host is not None
-                and host == self.fwd_host
-                and ex.conn_tokens is None
-                and ex.prior_xff is None
-                and ex.prior_fwd is None
-                and not (ex.has_proto or ex.has_xhost or ex.upgrade)
+                self._usual_forwarding(ex)
                 and ex.method != b"HEAD"
                 and lb.client_limiter is None
                 and lb.affinity is None
@@ -616,16 +610,7 @@ class ClientConnection(asyncio.Protocol):
         if server is None:
             self._respond_error(ex, 503)
             return
-        # _build_head's common case, inlined: the connection's usual forwarding block.
-        host = ex.host
-        if (
-            host is not None
-            and host == self.fwd_host
-            and ex.conn_tokens is None
-            and ex.prior_xff is None
-            and ex.prior_fwd is None
-            and not (ex.has_proto or ex.has_xhost or ex.chunked or ex.upgrade)
-        ):
+        if self._usual_forwarding(ex):  # _build_head's common case, inlined
             out = ex.out
             out.append(self.fwd_block)
             ex.head = b"".join(out)
@@ -633,6 +618,19 @@ class ClientConnection(asyncio.Protocol):
         else:
             ex.head = self._build_head(ex)
         self._dispatch(ex, server)
+
+    def _usual_forwarding(self, ex: Exchange) -> bool:
+        """The request gets the connection's usual forwarding block and nothing else:
+        its Host is the last one seen, no Connection options, no trusted forwarding
+        fields to extend, no chunked body to re-frame, no upgrade."""
+        return (
+            ex.host is not None
+            and ex.host == self.fwd_host
+            and ex.conn_tokens is None
+            and ex.prior_xff is None
+            and ex.prior_fwd is None
+            and not (ex.has_proto or ex.has_xhost or ex.chunked or ex.upgrade)
+        )
 
     def _start_plain(self, ex: Exchange, lb: LoadBalancer) -> None:
         """``_start``, ``_dispatch`` and ``_attach`` in one for the usual request.
