@@ -4,6 +4,7 @@ The engine knows nothing of the dashboard, the workers or the cloud: it publishe
 events and others subscribe.
 """
 
+from engine import _native  # noqa: F401  # first: compiled hot modules, or all from source
 from engine.affinity import SessionAffinity
 from engine.balancer import LoadBalancer
 from engine.events import Event, EventBus

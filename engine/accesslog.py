@@ -184,21 +184,22 @@ def format_batch(batch: list[LogEntry]) -> bytes:
         return b""
     if len(_MIDDLES) > _MEMO_LIMIT:  # many distinct clients or paths: keep the memo bounded
         _MIDDLES.clear()
-    flat = list(chain.from_iterable(batch))
+    flat: list[object] = list(chain.from_iterable(batch))
     if len(flat) == 4 * count:
         try:
-            flat[1::4] = map(_MIDDLES.__getitem__, flat[1::4])
+            flat[1::4] = map(_MIDDLES.__getitem__, flat[1::4])  # type: ignore[arg-type]
             return (_BATCH_LINE * count) % tuple(flat)
         except (TypeError, ValueError, AttributeError):
             pass
     return "".join(map(_safe_line, batch)).encode("ascii")
 
 
-def _safe_line(entry: LogEntry) -> str:
+def _safe_line(entry: object) -> str:
     """One entry's line on its own; one that does not format is written as what it holds."""
+    values: tuple[object, ...]
     try:
-        time, key, upstream_ms, total_ms = entry
-        values = (time, *key, upstream_ms, total_ms)
+        time, key, upstream_ms, total_ms = entry  # type: ignore[misc]
+        values = (time, *key, upstream_ms, total_ms)  # type: ignore[has-type]
     except (TypeError, ValueError):
         values = ()
     if len(values) == len(_NAMES):
@@ -234,8 +235,10 @@ class AccessLog:
         self._formatted: list[bytes] = []  # formatted batches not yet with the writer
         self._formatted_bytes = self._formatted_records = 0
         self._armed = False  # a hand-off of the batch is scheduled on the event loop
-        self._thread = threading.Thread(target=self._run, name="lbtui-accesslog", daemon=True)
-        self._thread.start()
+        # (Not ``_thread``: mypyc names a C struct field after the attribute, and
+        # ``__thread`` is a C keyword.)
+        self._writer = threading.Thread(target=self._run, name="lbtui-accesslog", daemon=True)
+        self._writer.start()
 
     def _open(self, truncate: bool) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -314,7 +317,7 @@ class AccessLog:
         self._closed = True
         self._handoff()
         self._queue.put(_STOP)
-        self._thread.join(timeout)
+        self._writer.join(timeout)
 
     async def aclose(self, timeout: float = 5.0) -> None:
         self._handoff()  # on the loop's thread, where ``write`` appends

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -151,6 +151,9 @@ class LoadBalancer:
         self.slow_start = slow_start
         self.panic = False
         self.in_flight = 0
+        # Told of every pick, before the request is in flight (the scenario runner's
+        # bounded-load probe): a hook, since compiled callers cannot be wrapped.
+        self.on_pick: Callable[[Server], None] | None = None
         self.totals = TrafficStats()
         self.totals.source = self.flush  # reading the totals folds every server's pending figures
         self._second_end = 0.0  # end of the second the request counters are open for
@@ -340,7 +343,7 @@ class LoadBalancer:
             candidates = self._eligible  # eligible()'s cached answer, without the call
         else:
             candidates = self.eligible(now)
-        if exclude or self.affinity is not None or self._server_buckets:
+        if exclude or self.affinity is not None or self._server_buckets or self.on_pick is not None:
             return self._route_among(candidates, request if request is not None else {}, exclude)
         # The usual request: no retry, no sticky session, no per-server rate limit.
         policy = self.policy
@@ -356,7 +359,7 @@ class LoadBalancer:
     def _route_among(
         self, candidates: list[Server], request: Mapping[str, Any], exclude: Collection[Server]
     ) -> Server | None:
-        """``route`` with exclusions (a retry), sticky sessions or per-server rate limits."""
+        """``route`` with exclusions (a retry), sticky sessions, per-server rate limits or ``on_pick``."""
         if exclude:
             candidates = [s for s in candidates if s not in exclude]
         if not candidates:
@@ -367,6 +370,8 @@ class LoadBalancer:
             if pinned is not None and pinned in candidates and self._take_token(pinned):
                 pinned.stats.requests += 1
                 self.totals.requests += 1
+                if self.on_pick is not None:
+                    self.on_pick(pinned)
                 return pinned
         key = self.hash_key.extract(request) if self.policy.uses_key else None
         sticky_ip = affinity is not None and affinity.method == "ip" and request.get("client_ip")
@@ -383,6 +388,8 @@ class LoadBalancer:
                     affinity.pin(request, server)
                 server.stats.requests += 1
                 self.totals.requests += 1
+                if self.on_pick is not None:
+                    self.on_pick(server)
                 return server
             candidates = [s for s in candidates if s is not server]
         return None

@@ -86,7 +86,7 @@ class ConsistentHashPolicy(Policy):
         cap = math.inf
         if self.balance_factor:
             in_flight = self.in_flight() if self.in_flight else sum(s.active_connections for s in candidates)
-            cap = math.ceil(self.balance_factor * (in_flight + 1) / len(candidates))
+            cap = float(math.ceil(self.balance_factor * (in_flight + 1) / len(candidates)))
         first_fit: Server | None = None
         for name in self.ring.iter_nodes(key):
             server = by_name.get(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.proxy.batch import HeldWrites, send_held
+from engine.proxy.batch import HeldWrites, Holder, send_held
 
 
 class _Peer:
@@ -22,15 +22,14 @@ class _Peer:
         writer.close()
 
 
-class _Conn:
-    """A holder over a real transport (what ClientConnection and UpstreamConnection are)."""
+def _holder(transport: asyncio.Transport) -> Holder:
+    """A holder over a real transport (the base of ClientConnection and UpstreamConnection)."""
+    conn = Holder()
+    conn.transport = transport
+    return conn
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport: asyncio.Transport | None = transport
-        self.held: bytes | None = None
 
-
-async def _pair(count: int) -> tuple[list[_Peer], list[_Conn], asyncio.AbstractServer]:
+async def _pair(count: int) -> tuple[list[_Peer], list[Holder], asyncio.AbstractServer]:
     peers: list[_Peer] = []
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -44,7 +43,7 @@ async def _pair(count: int) -> tuple[list[_Peer], list[_Conn], asyncio.AbstractS
     loop = asyncio.get_running_loop()
     for index in range(count):  # one at a time, so peers[i] is the far end of conns[i]
         transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        conns.append(_Conn(transport))  # type: ignore[arg-type]
+        conns.append(_holder(transport))  # type: ignore[arg-type]
         async with asyncio.timeout(5):
             while len(peers) <= index:
                 await asyncio.sleep(0.01)

@@ -118,13 +118,13 @@ async def _ask(port: int, heads: list[bytes]) -> list[tuple[int, dict[str, str],
     return answers
 
 
-async def test_plain_and_general_paths_forward_the_same_bytes(pair, monkeypatch) -> None:
+async def test_plain_and_general_paths_forward_the_same_bytes(pair) -> None:
     """The first request of a connection takes the general path (it learns the Host);
     the same request again takes the plain path: both backends see identical heads and
     the client gets identical answers."""
     backends, build = pair
     fx = await build(algorithm="consistent_hash", hash_key="client_ip")  # both to one server
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     head = b"GET /echo?q=1 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: t/1.0\r\nAccept: */*\r\n\r\n"
     other = head.replace(b"/echo?q=1", b"/echo?q=2")  # same header lines, another target
     answers = await _ask(fx.proxy.port, [head, head, head, other, head])
@@ -141,10 +141,10 @@ async def test_plain_and_general_paths_forward_the_same_bytes(pair, monkeypatch)
     assert json.loads(answers[1][2])["path"] == "/echo?q=1"
 
 
-async def test_a_new_host_on_the_connection_is_forwarded_as_itself(pair, monkeypatch) -> None:
+async def test_a_new_host_on_the_connection_is_forwarded_as_itself(pair) -> None:
     _, build = pair
     fx = await build()
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     heads = [f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode() for host in ("a.test", "a.test", "b.test", "a.test")]
     answers = await _ask(fx.proxy.port, heads)
     forwarded = [dict(json.loads(body)["headers"])["X-Forwarded-Host"] for _, _, body in answers]
@@ -169,11 +169,11 @@ async def test_plain_requests_reuse_upstream_connections_and_are_logged(pair) ->
     assert all(s["p99_ms"] > 0 for s in stats["servers"])  # latencies recorded per server
 
 
-async def test_a_response_split_across_reads_still_arrives_whole(pair, monkeypatch) -> None:
+async def test_a_response_split_across_reads_still_arrives_whole(pair) -> None:
     """An answer larger than one read is not plain: the general path streams it."""
     _, build = pair
     fx = await build()
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     head = b"GET /bytes?n=300000 HTTP/1.1\r\nHost: x\r\n\r\n"
     answers = await _ask(fx.proxy.port, [head, head, head])
     assert served[0] == 2
@@ -182,10 +182,10 @@ async def test_a_response_split_across_reads_still_arrives_whole(pair, monkeypat
     assert all(status == 200 and body == expected for status, _, body in answers)
 
 
-async def test_a_backend_killed_between_plain_requests_is_retried_unseen(pair, monkeypatch) -> None:
+async def test_a_backend_killed_between_plain_requests_is_retried_unseen(pair) -> None:
     backends, build = pair
     fx = await build(algorithm="round_robin")
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
     try:
         statuses = []
@@ -202,12 +202,12 @@ async def test_a_backend_killed_between_plain_requests_is_retried_unseen(pair, m
     assert served[0] == 5
 
 
-async def test_a_reused_plain_exchange_starts_clean(pair, monkeypatch) -> None:
+async def test_a_reused_plain_exchange_starts_clean(pair) -> None:
     """Plain requests on one connection share one exchange object, reset between them:
     a 503 after a 200 must log and answer exactly as a 503 on a fresh connection."""
     _, build = pair
     fx = await build(algorithm="round_robin")
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     records = []
     fx.proxy.observers.append(records.append)
     head = b"GET /status?code=201 HTTP/1.1\r\nHost: x\r\n\r\n"

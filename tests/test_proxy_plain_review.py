@@ -290,7 +290,7 @@ async def _general_and_plain(
 
 @pytest.mark.parametrize("trust", [False, True], ids=["untrusted", "trust_forwarded"])
 async def test_every_request_variant_is_forwarded_and_answered_as_the_general_path_does(
-    env, trust, monkeypatch
+    env, trust
 ) -> None:
     """For each variant: the client's answers and the bytes the backend got are the same,
     whether it is the first request of a connection (general path) or follows a request
@@ -298,7 +298,7 @@ async def test_every_request_variant_is_forwarded_and_answered_as_the_general_pa
     backend, proxy = env
     b = await backend()
     p = await proxy([b], ProxySettings(connect_timeout=1.0, trust_forwarded=trust))
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     mismatches = []
     for head in REQUEST_VARIANTS:
         general, plain, general_heads, plain_heads = await _general_and_plain(p.port, head, b)
@@ -349,9 +349,9 @@ RESPONSE_VARIANTS = [
 
 @pytest.mark.parametrize("response", RESPONSE_VARIANTS, ids=range(len(RESPONSE_VARIANTS)))
 async def test_every_response_variant_reaches_the_client_as_the_general_path_relays_it(
-    env, response, monkeypatch
+    env, response
 ) -> None:
-    relayed = count_taken(monkeypatch, "relay_plain")
+    relayed = count_taken("relay_plain")
 
     async def answer(conn: RawConn, head: bytes) -> None:
         if head.startswith(b"GET /warm "):
@@ -449,14 +449,14 @@ async def test_a_101_to_a_request_that_asked_no_upgrade_does_not_open_a_tunnel(e
     assert all(b"X-Forwarded-For: 127.0.0.1" in h for h in b.heads), b.heads
 
 
-async def test_bytes_after_a_response_never_reach_the_next_request(env, monkeypatch) -> None:
+async def test_bytes_after_a_response_never_reach_the_next_request(env) -> None:
     """Response-queue poisoning: the backend answers the plain request with its response
     plus the start of a second, unsolicited one in the same read. The length does not fit
     the plain path, llhttp completes the response, the connection goes back to the pool,
     and llhttp goes on parsing the extra bytes with nobody bound. The next request reuses
     the connection and gets the injected response. HAProxy/Envoy close an upstream
     connection that sends anything past the end of the response."""
-    relayed = count_taken(monkeypatch, "relay_plain")
+    relayed = count_taken("relay_plain")
 
     async def answer(conn: RawConn, head: bytes) -> None:
         if conn.index == 0 and head.startswith(b"GET /second "):
@@ -536,9 +536,9 @@ async def test_the_response_head_memo_is_bounded_in_bytes(env) -> None:
 
 
 # -- 4. side effects: stats, bytes, access records, pool reuse -----------------------------
-async def test_plain_and_general_exchanges_leave_the_same_bookkeeping(env, monkeypatch) -> None:
-    served = count_taken(monkeypatch, "_start_plain_read")
-    relayed = count_taken(monkeypatch, "relay_plain")
+async def test_plain_and_general_exchanges_leave_the_same_bookkeeping(env) -> None:
+    served = count_taken("_start_plain_read")
+    relayed = count_taken("relay_plain")
     backend, proxy = env
     b = await backend()
     p = await proxy([b])
@@ -822,8 +822,8 @@ async def test_a_response_head_split_across_reads_is_relayed_whole(env) -> None:
 
 
 # -- 9. failures, timeouts, shutdown, drain -------------------------------------------------
-async def test_a_reset_after_the_plain_request_is_retried_on_another_server(env, monkeypatch) -> None:
-    served = count_taken(monkeypatch, "_start_plain_read")
+async def test_a_reset_after_the_plain_request_is_retried_on_another_server(env) -> None:
+    served = count_taken("_start_plain_read")
 
     async def reset(conn: RawConn, head: bytes) -> None:
         if head.startswith(b"GET /warm "):
@@ -969,11 +969,11 @@ def test_the_memo_answers_like_a_fresh_match_and_stays_bounded_in_count() -> Non
     KNOWN_HEADS.clear()
 
 
-async def test_support_backends_agree_with_the_plain_path(monkeypatch) -> None:
+async def test_support_backends_agree_with_the_plain_path() -> None:
     """The project's own test backend through both paths: identical JSON echoes."""
     backends = await start_backends(1)
     fx: Fixture = await make_proxy(backends)
-    served = count_taken(monkeypatch, "_start_plain_read")
+    served = count_taken("_start_plain_read")
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
         try:

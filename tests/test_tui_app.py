@@ -10,6 +10,7 @@ import pytest
 from textual.pilot import Pilot
 
 from engine import LoadBalancer, Server
+from engine.balancer import ALGORITHMS
 from engine.server import AdminState
 from lbtui.app import LbtuiApp
 from lbtui.control.inprocess import InProcessControl
@@ -138,7 +139,7 @@ async def test_switch_algorithm() -> None:
         await pilot.press("g")
         await until(pilot, lambda: app.screen.query("OptionList"))
         options = app.screen.query_one("OptionList")
-        target = list(type(lb).__init__.__globals__["ALGORITHMS"]).index("maglev")
+        target = list(ALGORITHMS).index("maglev")
         options.highlighted = target  # type: ignore[attr-defined]
         await pilot.press("enter")
         await until(pilot, lambda: lb.algorithm == "maglev")

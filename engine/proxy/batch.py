@@ -17,14 +17,20 @@ go after it, so the connection sends its held chunk first (``send_held``).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 
-class Holder(Protocol):
-    """A connection that can hold one chunk of bytes for the next flush."""
+class Holder(asyncio.Protocol):
+    """A connection that can hold one chunk of bytes for the next flush.
 
-    held: bytes | None
-    transport: asyncio.Transport | None
+    A base class, not a typing Protocol: compiled (engine/_native.py), its two fields
+    are read and written as struct fields instead of by attribute lookup.
+    """
+
+    __slots__ = ("held", "transport")
+
+    def __init__(self) -> None:
+        self.held: bytes | None = None
+        self.transport: asyncio.Transport | None = None
 
 
 class HeldWrites:

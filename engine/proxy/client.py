@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from engine.accesslog import AccessRecord
-from engine.proxy.batch import send_held
+from engine.proxy.batch import Holder, send_held
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
     H_CONNECTION,
@@ -68,6 +68,9 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPT
 _NO_REPLAY_YET: list[bytes] = []  # replayable, no body kept yet (never appended to)
 LAST_CHUNK = b"0\r\n\r\n"
 _NGINX_KEEP_ALIVE = b"connection: keep-alive\r\n"
+PLAIN_TAKEN = [0, 0]
+"""Requests and responses that took the plain paths (``_start_plain_read``, ``relay_plain``),
+process-wide: the tests check the fast paths are taken, which no answer shows."""
 
 
 def _cut_plain_hops(head: bytes, low: bytes, hop: re.Match[bytes]) -> tuple[bytes, re.Match[bytes] | None]:
@@ -90,9 +93,10 @@ def _cut_plain_hops(head: bytes, low: bytes, hop: re.Match[bytes]) -> tuple[byte
             break
         head = head[: start - cut] + head[end - cut :]
         cut += end - start
-        hop = HOP_IN_HEAD(low, end - 1)
-        if hop is None:
+        following = HOP_IN_HEAD(low, end - 1)
+        if following is None:
             return head, None
+        hop = following
     return head, hop
 
 
@@ -104,7 +108,7 @@ class Reject(Exception):
         self.status = status
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(Holder):
     """One client connection: parse, route, forward, relay; keep-alive and pipelining."""
 
     __slots__ = (
@@ -123,7 +127,6 @@ class ClientConnection(asyncio.Protocol):
         "head_bytes",
         "head_out",
         "head_started",
-        "held",
         "idle_since",
         "ip",
         "ip_bytes",
@@ -148,19 +151,18 @@ class ClientConnection(asyncio.Protocol):
         "settings",
         "spare",
         "stamp",
-        "transport",
         "upgrading",
         "write_paused",
         "writes",
     )
 
     def __init__(self, proxy: HttpProxy) -> None:
+        super().__init__()  # held: an answer waiting for the end of the loop iteration
         self.proxy = proxy
         self.lb = proxy.lb
         self.settings = settings = proxy.settings
         self.pool = proxy.pool
         self.writes = proxy.writes
-        self.held: bytes | None = None  # an answer waiting for the end of the loop iteration
         # A plain request head (engine/proxy/plain.py) this long is within every size limit.
         self.plain_limit = min(settings.max_request_line, settings.max_header_bytes)
         # The header lines (from the request line's CRLF) of the last plain request, with
@@ -173,7 +175,6 @@ class ClientConnection(asyncio.Protocol):
         # The last plain exchange, once over: the next plain request reuses it (see
         # _start_plain_read), which saves building a 46-field object per request.
         self.spare: Exchange | None = None
-        self.transport: asyncio.Transport | None = None
         self.parser = HttpRequestParser(self)
         self.ip = ""
         self.ip_bytes = b""
@@ -671,6 +672,7 @@ class ClientConnection(asyncio.Protocol):
             return False
         self.seen_bytes = True  # (phase is IDLE already: data_received checked)
         self.idle_since = now
+        PLAIN_TAKEN[0] += 1
         ex = self.spare
         if ex is None:
             ex = Exchange(now)
@@ -928,8 +930,9 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream_ms = (up.stamp - ex.up_started) * 1000.0
             if ex.keep_alive and ex.http_minor == 1 and not self.closing and head.startswith(b"HTTP/1.1 "):
                 low = head.lower()
-                hop = HOP_IN_HEAD(low) if b"\ncontent-length:" in low else True
-                if hop is not None and hop is not True:
+                framed = b"\ncontent-length:" in low
+                hop = HOP_IN_HEAD(low) if framed else None
+                if hop is not None:
                     start = hop.start() + 1
                     if low.startswith(_NGINX_KEEP_ALIVE, start):  # nginx's, exactly: inlined
                         end = start + len(_NGINX_KEEP_ALIVE)
@@ -941,7 +944,7 @@ class ClientConnection(asyncio.Protocol):
                             head = head[:start] + head[end:]
                     if hop is not None:
                         head, hop = _cut_plain_hops(head, low, hop)
-                if hop is None:
+                if framed and hop is None:
                     # The usual answer: framed by Content-Length, no hop-by-hop field
                     # (once a plain "Connection: keep-alive" is cut out), relayed byte
                     # for byte (plus the proxy's own fields, if any).
@@ -1097,6 +1100,7 @@ class ClientConnection(asyncio.Protocol):
         """
         if self.closing or self.closed or self.deferred_error or self.transport is None:
             return False
+        PLAIN_TAKEN[1] += 1
         status, length, cut = plain
         if cut >= 0:  # nginx's "Connection: keep-alive": about the upstream connection only
             data = data[:cut] + data[cut + KEEP_ALIVE_CUT :]

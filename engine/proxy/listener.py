@@ -84,7 +84,8 @@ class Listener:
             self.protocol, host, port, ssl=ssl_context, backlog=1024, reuse_address=True,
             **self.server_options(ssl_context),
         )
-        sockname = self._server.sockets[0].getsockname()
+        server: Any = self._server  # (uvloop's ``sockets`` is a list, asyncio's a tuple)
+        sockname = server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         self._sweeper = loop.create_task(self._sweep(), name=f"lbtui-{self.kind}-sweeper:{self.port}")
 

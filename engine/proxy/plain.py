@@ -82,9 +82,8 @@ def plain_response_head(head: bytes) -> PlainHead | None:
     """
     if len(head) > PLAIN_HEAD_LIMIT:
         return None
-    known = KNOWN_HEADS.get(head, False)
-    if known is not False:
-        return known  # type: ignore[return-value]
+    if head in KNOWN_HEADS:
+        return KNOWN_HEADS[head]
     match = _PLAIN_RESPONSE(head)
     answer: PlainHead | None = None
     if match is not None and match.end() == len(head) and head.count(_KEEP_ALIVE_AT_LINE_START) <= 1:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from engine.proxy.batch import Holder
 from engine.proxy.headers import HEAD_END
 from engine.proxy.plain import KNOWN_HEADS, PLAIN_HEAD_LIMIT, plain_response_head
 from engine.stats import TrafficStats
@@ -30,7 +31,7 @@ class UnsolicitedResponse(Exception):
     """Bytes after a complete response on a pooled connection (raised inside llhttp)."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(Holder):
     """One TCP connection to a backend; bound to at most one client exchange at a time.
 
     The response head is not taken apart header by header: llhttp validates it, and the
@@ -43,7 +44,6 @@ class UpstreamConnection(asyncio.Protocol):
         "client",
         "closed",
         "head_only",
-        "held",
         "idle_since",
         "key",
         "parser",
@@ -52,16 +52,15 @@ class UpstreamConnection(asyncio.Protocol):
         "server",
         "stamp",
         "status",
-        "transport",
         "tunnel",
         "want_head",
     )
 
     def __init__(self, pool: UpstreamPool, server: Server) -> None:
+        super().__init__()  # held: a request head waiting for the end of the loop iteration
         self.pool = pool
         self.server = server
         self.key = id(server)
-        self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.parser: HttpResponseParser | None = None
         # Bytes received since the current response head began (``pos``: where it starts),
@@ -71,7 +70,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.want_head = True
         self.status = 0
         self.head_only = False
-        self.held: bytes | None = None  # a request head waiting for the end of the loop iteration
         self.tunnel = False
         self.closed = False
         self.stamp = _monotonic()  # last activity: request sent or byte received
@@ -135,8 +133,8 @@ class UpstreamConnection(asyncio.Protocol):
                 end = data.find(b"\r\n\r\n") + 4
                 if 4 < end <= PLAIN_HEAD_LIMIT:
                     head = data[:end]
-                    plain = KNOWN_HEADS.get(head, False)  # plain_response_head's memo, without the call
-                    if plain is False:
+                    plain = KNOWN_HEADS.get(head)  # plain_response_head's memo, without the call
+                    if plain is None:  # not known, or known not to be plain (rare: asked again)
                         plain = plain_response_head(head)
                     if plain is not None and size - end == plain[1] and client.relay_plain(self, ex, data, plain):
                         return

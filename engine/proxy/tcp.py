@@ -100,7 +100,7 @@ class TcpClient(asyncio.Protocol):
             self.status = 429
             self.close()
             return
-        self.transport.pause_reading()
+        transport.pause_reading()  # type: ignore[attr-defined]  # a socket transport reads
         self.task = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.balancer import LoadBalancer
+from engine.server import Server
 from engine.proxy.settings import ProxySettings
 from lbtui.traffic.cluster import Cluster
 from lbtui.traffic.patterns import Sequential, Zipf
@@ -183,7 +184,7 @@ async def _wait_for_event(cluster: Cluster, server: str, after: float, timeout: 
 
 # -- hotspot ------------------------------------------------------------------------------
 class LoadProbe:
-    """Wraps ``lb.route`` to see each pick's in-flight load against the bounded-load cap."""
+    """Sees each pick's in-flight load against the bounded-load cap (``lb.on_pick``)."""
 
     def __init__(self, lb: LoadBalancer, factor: float) -> None:
         self.lb, self.factor = lb, factor
@@ -191,14 +192,13 @@ class LoadProbe:
         self.peak_ratio = 0.0  # busiest server / mean, once there is at least one request per server
         self.peak_load = 0
         self.over_cap = 0
-        self._route = lb.route
-        lb.route = self.route  # type: ignore[method-assign]
+        lb.on_pick = self.picked
 
-    def route(self, request: Any = None, exclude: Any = ()) -> Any:
+    def picked(self, server: Server) -> None:
+        """Called before the request is in flight: loads are as the policy saw them."""
         servers = self.lb.servers
         in_flight = sum(s.active_connections for s in servers)
-        server = self._route(request, exclude)
-        if server is not None and servers:
+        if servers:
             load = server.active_connections + 1
             mean = (in_flight + 1) / len(servers)
             cap = math.ceil(self.factor * mean)
@@ -208,10 +208,9 @@ class LoadProbe:
                 self.peak_ratio = max(self.peak_ratio, busiest / mean)
             self.peak_load = max(self.peak_load, load)
             self.over_cap += load > cap
-        return server
 
     def close(self) -> None:
-        self.lb.route = self._route  # type: ignore[method-assign]
+        self.lb.on_pick = None
 
 
 async def hotspot(

@@ -1014,7 +1014,8 @@ def environment(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, st
         [
             args.python,
             "-c",
-            "import sys, uvloop, httptools; print(sys.version.split()[0], uvloop.__version__, httptools.__version__)",
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); import uvloop, httptools, engine._native as n;"
+            " print(sys.version.split()[0], uvloop.__version__, httptools.__version__, n.MODE)",
         ],
         capture_output=True,
         text=True,
@@ -1030,6 +1031,7 @@ def environment(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, st
         "python": py[0] if py else "?",
         "uvloop": py[1] if len(py) > 1 else "?",
         "httptools": py[2] if len(py) > 2 else "?",
+        "lbtui hot modules": py[3] if len(py) > 3 else "?",  # "compiled" (mypyc) or "python"
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
 

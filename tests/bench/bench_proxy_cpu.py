@@ -600,6 +600,8 @@ def main() -> None:
         os.environ["BENCH_NOLOG"] = "1"  # read by the proxy processes, which inherit it
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     if args.bytecodes:
+        # Counted on the modules' source: compiled code runs no bytecodes (engine/_native.py).
+        os.environ["LBTUI_PURE_PYTHON"] = "1"
         _run_bytecodes(kinds, max(args.inprocess_connections, 1), min(args.requests, 2000))
         return
     if args.inprocess:
