@@ -4,7 +4,7 @@ The engine knows nothing of the dashboard, the workers or the cloud: it publishe
 events and others subscribe.
 """
 
-from engine import _native  # noqa: F401  # first: compiled hot modules, or all from source
+from engine import _native  # first: compiled hot modules, or all from source
 from engine.affinity import SessionAffinity
 from engine.balancer import LoadBalancer
 from engine.events import Event, EventBus
@@ -16,7 +16,11 @@ from engine.outlier import OutlierDetector
 from engine.policies import LeastConnections, LeastRequest, PeakEwma, RandomPick, RoundRobin, WeightedRoundRobin
 from engine.server import AdminState, Health, Server
 
+COMPILED = _native.MODE == "compiled"
+"""Whether the data plane's hot modules run compiled (mypyc) in this process."""
+
 __all__ = [
+    "COMPILED",
     "AdminState",
     "ConsistentHash",
     "ConsistentHashPolicy",

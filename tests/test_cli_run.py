@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+import engine
 from cloud.backend import BackendHandle, start_backend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,9 @@ async def test_run_serves_then_stops_cleanly_on_a_signal(
     assert code == 0, err
     assert "lbtui: stopped" in out
     assert "Traceback" not in err
+    # The operator is told whether the data plane runs compiled (engine/_native.py).
+    assert ("lbtui: data plane compiled (mypyc)" in out) == engine.COMPILED
+    assert ("lbtui: data plane running from source" in out) != engine.COMPILED
 
 
 async def test_flags_override_the_file_and_sighup_reloads(tmp_path: Path, backend: BackendHandle) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import engine
 from engine.admin import AdminSecurityError
 from engine.config import TOKEN_ENV, Config, ConfigError
 from engine.gateway import Gateway
@@ -179,6 +180,10 @@ def announce(gateway: Gateway, out: Any) -> None:
     source = gateway.config.source or "defaults"
     print(f"lbtui: {len(lb.servers)} servers, algorithm {lb.algorithm} (hash key {lb.hash_key})", file=out)
     print(f"lbtui: config {source}", file=out)
+    if engine.COMPILED:
+        print("lbtui: data plane compiled (mypyc)", file=out)
+    else:
+        print("lbtui: data plane running from source (not compiled: more CPU per request)", file=out)
     print("lbtui: SIGHUP reloads the config; Ctrl-C stops gracefully", file=out, flush=True)
 
 
