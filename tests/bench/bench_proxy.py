@@ -1060,7 +1060,8 @@ def markdown(
         "",
         (
             "lbtui runs its production path (`Config` -> `Gateway`, `tests/bench/lbtui_bench_server.py`) on uvloop in one "
-            "process with its real features on: round-robin policy, per-server stats with latency percentiles, a JSON "
+            f"process, its hot modules {env['lbtui hot modules']} (`engine/_native.py`), with its real features on: "
+            "round-robin policy, per-server stats with latency percentiles, a JSON "
             "access log to a file, active HTTP health checks every 1 s, the admin API. HAProxy has `check inter 1s` too; "
             "neither HAProxy nor nginx writes an access log. CPU µs/req is the proxy's own CPU time (for `direct`, the "
             "backend's) divided by the requests it served: on a shared machine it moves less than requests/s. "

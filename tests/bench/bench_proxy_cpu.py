@@ -306,7 +306,7 @@ async def _inprocess(kind: str, total: int, log_dir: str, conns: int = 1) -> flo
     policy = "consistent_hash" if kind == "lbtui-hash" else "round_robin"
     _, lb = await _start_lbtui_inprocess(policy, log_dir, nolog=kind.endswith("-nolog"))
     proxy = lb  # type: ignore[assignment]
-    conn = proxy.make_client()
+    conn = proxy.protocol()
     conn.connection_made(_NullTransport())
     for server in proxy.lb.servers:
         for _ in range(2):
@@ -370,7 +370,7 @@ async def _many_connections(kind: str, log_dir: str, conns: int) -> tuple[Callab
     _, proxy = await _start_lbtui_inprocess(policy, log_dir, nolog=kind.endswith("-nolog"))
     clients = []
     for index in range(conns):
-        conn = proxy.make_client()  # type: ignore[attr-defined]
+        conn = proxy.protocol()  # type: ignore[attr-defined]
         transport = _NullTransport()
         transport.get_extra_info = (  # type: ignore[method-assign]
             lambda name, default=None, i=index: (
@@ -457,7 +457,6 @@ async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False)
     from engine.accesslog import AccessLog
     from engine.balancer import LoadBalancer
     from engine.proxy import HttpProxy
-    from engine.proxy.client import ClientConnection
     from engine.server import Server
 
     servers = [Server("127.0.0.1", 9, name=f"b{i}") for i in range(3)]
@@ -465,7 +464,6 @@ async def _start_lbtui_inprocess(policy: str, log_dir: str, nolog: bool = False)
     nolog = nolog or bool(os.environ.get("BENCH_NOLOG"))
     log = None if nolog else AccessLog(os.path.join(log_dir, f"inproc-{policy}.log"))
     proxy = HttpProxy(lb, access_log=log)
-    proxy.make_client = lambda: ClientConnection(proxy)  # type: ignore[attr-defined]
     await proxy.start()  # listening, so new connections are not refused as "stopping"
     return None, proxy
 
