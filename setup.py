@@ -55,10 +55,14 @@ def extensions() -> list[object]:
         print("lbtui: mypyc not available, running from source", file=sys.stderr)
         return []
     os.chdir(HERE)  # mypyc names modules after the paths it is given
-    return mypycify(
-        ["--ignore-missing-imports", "--follow-imports=silent", *compiled_sources()],
-        opt_level="3",
-    )
+    try:  # mypyc type-checks first: an error there is a slower lbtui too, said aloud
+        return mypycify(
+            ["--ignore-missing-imports", "--follow-imports=silent", *compiled_sources()],
+            opt_level="3",
+        )
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - mypy exits on type errors
+        print(f"lbtui: mypyc could not compile, running from source: {error}", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
