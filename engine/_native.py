@@ -8,6 +8,9 @@ proxied request (README.md, "Data plane"). The source stays the truth and runs a
 - so does, in a source checkout, a compiled module older than its source (an edit
   since the last build), with a warning, so a stale build never runs old code. (An
   installed copy is not checked: its files' times say nothing about the build.)
+- and so does a build whose shared library (``<hash>__mypyc``, where mypyc puts the
+  code of all the modules) cannot be imported, e.g. after the checkout it was built in
+  moved: a warning, not an ImportError at the first request.
 
 All or none: an interpreted class cannot inherit from a compiled one, and compiled
 code calls compiled code directly, so a mix would fail or not run the edited source.
@@ -20,6 +23,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -47,6 +51,9 @@ COMPILED = (
 _ROOT = Path(__file__).resolve().parent.parent
 
 
+_GROUP = re.compile(rb"([0-9a-f]{20}__mypyc)\.init_")
+
+
 def _module_name(source: str) -> str:
     return source.removesuffix(".py").replace("/", ".")
 
@@ -57,6 +64,15 @@ def _built(source: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def _group_missing(built: Path) -> str | None:
+    """The shared library a compiled module imports, when it cannot be found."""
+    match = _GROUP.search(built.read_bytes())
+    if match is None:
+        return None  # not a mypyc shim (a single-module build): nothing else to import
+    group = match.group(1).decode("ascii")
+    return None if importlib.util.find_spec(group) is not None else group
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
@@ -86,6 +102,11 @@ def choose() -> str:
         stale = [name for name, b in built.items() if b and b.stat().st_mtime < sources[name].stat().st_mtime]
         if stale:
             problem = f"compiled {', '.join(stale)} older than the source"
+    if not problem:
+        first = next(b for b in built.values() if b is not None)
+        group = _group_missing(first)
+        if group is not None:
+            problem = f"the compiled modules' library {group} cannot be imported"
     pure = bool(os.environ.get("LBTUI_PURE_PYTHON"))
     if problem and not pure:
         warnings.warn(

@@ -29,13 +29,22 @@ def _compiled_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(suffixes) and ".venv" not in p.parts]
 
 
-def _probe(root: Path, **env: str) -> tuple[str, list[str], str]:
-    """Import every hot module in a fresh interpreter rooted at ``root``."""
+def _probe(root: Path, *, isolated: bool = False, **env: str) -> tuple[str, list[str], str]:
+    """Import every hot module in a fresh interpreter rooted at ``root``.
+
+    ``isolated``: without ``site`` (the site-packages directories go on the path as
+    plain directories), so an editable install's import hooks cannot find this checkout.
+    """
     clean = {k: v for k, v in os.environ.items() if k != "LBTUI_PURE_PYTHON"}
+    path = [str(root)]
+    flags = []
+    if isolated:
+        flags = ["-S"]
+        path += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE],
+        [sys.executable, *flags, "-c", _PROBE],
         cwd=root,
-        env={**clean, "PYTHONPATH": str(root), **env},
+        env={**clean, "PYTHONPATH": os.pathsep.join(path), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,3 +105,16 @@ def test_a_partial_build_runs_from_source(tmp_path: Path) -> None:
     assert mode == "python"
     assert all(f.endswith(".py") for f in files), files
     assert "engine.proxy.client not compiled" in stderr
+
+
+def test_a_build_whose_shared_library_is_gone_runs_from_source(tmp_path: Path) -> None:
+    """mypyc puts every module's code in one ``<hash>__mypyc`` library beside the package;
+    a checkout moved without it must not fail with an ImportError at the first import."""
+    copy = _built_copy(tmp_path)
+    assert _probe(copy, isolated=True)[0] == "compiled"
+    for shared in copy.glob("*__mypyc*"):
+        shared.unlink()
+    mode, files, stderr = _probe(copy, isolated=True)
+    assert mode == "python"
+    assert all(f.endswith(".py") for f in files), files
+    assert "__mypyc cannot be imported" in stderr and "pip install -e ." in stderr
