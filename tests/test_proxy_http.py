@@ -137,6 +137,32 @@ async def test_trusted_forwarded_headers_are_appended(trio) -> None:
     assert seen.header("X-Forwarded-For") == "10.1.1.1, 127.0.0.1"
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.parametrize("body", [b"", b"x"])  # the plain path, and the general one
+async def test_underscore_spellings_of_forwarding_headers_are_never_forwarded(trio, trusted, body) -> None:
+    """WSGI and CGI read X_Forwarded_For as X-Forwarded-For: a client must not set it."""
+    backends, build = trio
+    fx = await build(settings=ProxySettings(trust_forwarded=trusted))
+    method = b"POST" if body else b"GET"
+    request = (
+        method + b" / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nx-forwarded_proto: https\r\n"
+        b"X_Forwarded-Host: evil\r\nX_Other_Header: kept\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    if not body:
+        request = request.replace(b"Content-Length: 0\r\n", b"")
+    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    writer.write(request)
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 200
+    seen = backends[0].seen[-1]
+    assert seen.header("X_Other_Header") == "kept"  # other underscore names pass
+    assert seen.header("X-Forwarded-For") == "127.0.0.1"
+    assert seen.header("X-Forwarded-Proto") == "http"
+    assert seen.header("X-Forwarded-Host") == "h"
+    assert not [name for name, _ in seen.headers if "_" in name and "forwarded" in name.lower()]
+
+
 async def test_response_headers_pass_and_hop_by_hop_dropped(trio) -> None:
     _, build = trio
     fx = await build()

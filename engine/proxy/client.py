@@ -24,6 +24,7 @@ from engine.proxy.batch import Holder, send_held
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
     H_CONNECTION,
+    H_ALIAS,
     H_FORWARDED,
     H_HOP,
     H_HOST,
@@ -446,7 +447,7 @@ class ClientConnection(Holder):
                 ex.conn_tokens = tokens if ex.conn_tokens is None else ex.conn_tokens | tokens
         elif kind == H_UPGRADE:
             ex.upgrade_value = value
-        elif kind != H_HOP and self.settings.trust_forwarded:
+        elif kind != H_HOP and kind != H_ALIAS and self.settings.trust_forwarded:
             if kind == H_XFF:
                 ex.prior_xff = value if ex.prior_xff is None else ex.prior_xff + b", " + value
             elif kind == H_FORWARDED:

@@ -68,7 +68,7 @@ def chunk_header(size: int) -> bytes:
 
 # Request header kinds the parser acts on; every other header is forwarded untouched
 # without even being lower-cased (names are filtered by length first, a set lookup).
-H_HOST, H_LENGTH, H_TE, H_CONNECTION, H_UPGRADE, H_HOP, H_XFF, H_FORWARDED, H_XPROTO, H_XHOST = range(10)
+H_HOST, H_LENGTH, H_TE, H_CONNECTION, H_UPGRADE, H_HOP, H_XFF, H_FORWARDED, H_XPROTO, H_XHOST, H_ALIAS = range(11)
 REQUEST_KINDS: dict[bytes, int] = {
     b"host": H_HOST,
     b"content-length": H_LENGTH,
@@ -82,6 +82,25 @@ REQUEST_KINDS: dict[bytes, int] = {
 }
 for _name in HOP_BY_HOP:
     REQUEST_KINDS.setdefault(_name, H_HOP)
+
+
+def _underscore_spellings(name: bytes) -> list[bytes]:
+    """``name`` with each "-" kept or written "_", all but ``name`` itself."""
+    spellings = [b""]
+    for part in name.split(b"-"):
+        spellings = [s + sep + part for s in spellings for sep in ((b"-", b"_") if s else (b"",))]
+    return [s for s in spellings if s != name]
+
+
+# CGI, WSGI, PHP and Rack read "X_Forwarded_For" as the same variable as the proxy's own
+# "X-Forwarded-For" (HTTP_X_FORWARDED_FOR), so a client could spoof its address through
+# them: these spellings are never forwarded, trusted or not (nginx drops every header
+# with an underscore by default; Envoy can be told to).
+FORWARDING_ALIASES = frozenset(
+    alias for name in FORWARDING if b"-" in name for alias in _underscore_spellings(name)
+)
+for _name in FORWARDING_ALIASES:
+    REQUEST_KINDS[_name] = H_ALIAS
 REQUEST_LENGTHS = frozenset(len(name) for name in REQUEST_KINDS)
 # Response headers: Content-Length is kept (and noted), hop-by-hop ones are dropped.
 RESPONSE_KINDS: dict[bytes, int] = {b"content-length": H_LENGTH, b"transfer-encoding": H_TE}

@@ -17,12 +17,13 @@ import re
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE = rb"[!-~]+(?: [!-~]+)*"  # visible ASCII, single inner spaces: nothing to trim
-# Fields the general path acts on (framing, hop-by-hop, forwarding, Host): never in an
-# "other" line, so the one Host line is the only special one in a plain request.
+# Fields the general path acts on (framing, hop-by-hop, forwarding with its underscore
+# spellings, Host): never in an "other" line, so the one Host line is the only special
+# one in a plain request.
 _REQUEST_SPECIAL = (
     rb"host|content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer"
-    rb"|upgrade|proxy-authorization|proxy-authenticate|expect|x-forwarded-for|x-forwarded-proto"
-    rb"|x-forwarded-host|forwarded"
+    rb"|upgrade|proxy-authorization|proxy-authenticate|expect|x[-_]forwarded[-_](?:for|proto|host)"
+    rb"|forwarded"
 )
 _RESPONSE_SPECIAL = (
     rb"content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade"
