@@ -163,6 +163,32 @@ async def test_underscore_spellings_of_forwarding_headers_are_never_forwarded(tr
     assert not [name for name, _ in seen.headers if "_" in name and "forwarded" in name.lower()]
 
 
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"],  # the plain path
+        [b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"],  # the general one
+        [b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"] * 3,  # pipelined
+    ],
+    ids=["plain", "body", "pipelined"],
+)
+async def test_a_half_closed_client_gets_every_answer_and_then_the_close(trio, requests) -> None:
+    """After the client's EOF no request can follow: answer what came, then close at
+    once rather than hold the connection for the idle timeout (60 s here)."""
+    _, build = trio
+    fx = await build(settings=ProxySettings(idle_timeout=60.0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    try:
+        writer.write(b"".join(requests))
+        writer.write_eof()
+        answers = [await read_response(reader) for _ in requests]
+        assert [status for status, _, _ in answers] == [200] * len(requests)
+        assert answers[-1][1].get("connection") == "close"
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+
+
 async def test_response_headers_pass_and_hop_by_hop_dropped(trio) -> None:
     _, build = trio
     fx = await build()

@@ -1022,9 +1022,11 @@ async def test_a_half_closed_client_still_gets_its_plain_answer(env) -> None:
         writer.write(b"GET /p HTTP/1.1\r\nHost: a.test\r\n\r\n")
         writer.write_eof()
         data, _ = await read_final(reader)
+        # No request can follow an EOF: the answer says so, and the proxy closes.
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
     finally:
         writer.close()
-    assert data == OK_RESPONSE
+    assert data == OK_RESPONSE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
 
 
 async def test_a_backend_closing_after_each_plain_answer_never_fails_a_request(env) -> None:

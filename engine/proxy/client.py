@@ -125,6 +125,7 @@ class ClientConnection(Holder):
         "fwd_for",
         "fwd_host",
         "good_host",
+        "half_closed",
         "head_bytes",
         "head_out",
         "head_started",
@@ -206,6 +207,7 @@ class ClientConnection(Holder):
         self.upgrading = False
         self.deferred_error = 0
         self.closing = False  # graceful stop: finish the current exchange, then close
+        self.half_closed = False  # the client sent EOF behind pipelined requests
         self.closed = False
         # While an upstream read is being parsed, client-bound bytes are collected here
         # and sent with one writev when the read is done: head, body and last chunk of
@@ -351,13 +353,18 @@ class ClientConnection(Holder):
         self.data_received(data)
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still be waiting for its response: keep writing.
         # In a tunnel, EOF ends the tunnel (WebSocket has its own close handshake).
         ex = self.active
         if ex is None or ex.tunnel or self.upgrading:
             if ex is not None:
                 self._finish(ex)
             return None
+        # A half-closed client may still be waiting for its answers: keep writing them,
+        # then close, since no request can follow (not held until the idle timeout).
+        if self.pending:
+            self.half_closed = True  # the last pipelined request closes (_ready_for_next)
+        else:
+            self.closing = True
         return True
 
     def pause_writing(self) -> None:
@@ -1220,6 +1227,8 @@ class ClientConnection(Holder):
             self.resume_reading(PAUSE_UPSTREAM)
         if self.pending:
             nxt = self.pending.popleft()
+            if self.half_closed and not self.pending:
+                self.closing = True
             self.resume_reading(PAUSE_PIPELINE)
             self._start(nxt)
 
