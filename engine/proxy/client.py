@@ -361,7 +361,9 @@ class ClientConnection(Holder):
             return None
         # A half-closed client may still be waiting for its answers: keep writing them,
         # then close, since no request can follow (not held until the idle timeout).
-        if self.pending:
+        if self.deferred_error:
+            pass  # its error answer, after the answers before it, closes the connection
+        elif self.pending:
             self.half_closed = True  # the last pipelined request closes (_ready_for_next)
         else:
             self.closing = True
@@ -1227,7 +1229,7 @@ class ClientConnection(Holder):
             self.resume_reading(PAUSE_UPSTREAM)
         if self.pending:
             nxt = self.pending.popleft()
-            if self.half_closed and not self.pending:
+            if self.half_closed and not self.pending and not self.deferred_error:
                 self.closing = True
             self.resume_reading(PAUSE_PIPELINE)
             self._start(nxt)
