@@ -14,11 +14,12 @@ import pytest
 
 from cloud.aws import AwsClients, AwsError, AwsSettings, describe_pool, run_instances, terminate_instances
 from engine.balancer import LoadBalancer
+from engine.config import HealthConfig
 from engine.server import AdminState, Server
 from tests.cloud_support import Backend, backends, moto_endpoint, moto_server, wait_for  # noqa: F401
 from workers.autoscaler import Autoscaler, AutoscaleSettings
 from workers.discovery import Discovery, DiscoverySettings
-from workers.health_prober import HealthProber, ProbeSettings
+from workers.health_prober import HealthProber
 from workers.strategist import Strategist, StrategistSettings
 
 AMI = "ami-12c6146b"
@@ -122,7 +123,7 @@ async def test_discovery_registers_tagged_instances_and_retires_after_draining(
     assert discovery.status()["unaddressable"] == [ghost.instance_id]
 
     # The registered backend is real: an active check finds it up.
-    prober = HealthProber(lb, ProbeSettings(interval=0.1, timeout=1.0, rise=1, fall=1, http_path="/"))
+    prober = HealthProber(lb, HealthConfig(interval=0.1, timeout=1.0, rise=1, fall=1, http_path="/"))
     assert await prober.run_once() and server.healthy
 
     # Terminated with a request in flight: drained first, removed once it finished.

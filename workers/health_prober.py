@@ -8,28 +8,19 @@ knowing about the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from engine.balancer import LoadBalancer
+from engine.config import HealthConfig
 from engine.health import HealthChecker
 from workers.base import Worker
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeSettings:
-    interval: float = 5.0
-    timeout: float = 2.0
-    rise: int = 2
-    fall: int = 3
-    http_path: str | None = None
-    expect_status: tuple[int, int] = (200, 399)
 
 
 class HealthProber(Worker):
     name = "health"
 
-    def __init__(self, lb: LoadBalancer, settings: ProbeSettings = ProbeSettings()) -> None:
+    def __init__(self, lb: LoadBalancer, settings: HealthConfig = HealthConfig()) -> None:
+        """``settings`` is the ``[health]`` table as loaded (``enabled`` is the caller's)."""
         super().__init__(settings.interval)
         self.lb = lb
         self.checker = HealthChecker(

@@ -20,7 +20,7 @@ from workers.analytics import AnalyticsWorker
 from workers.autoscaler import Autoscaler, AutoscaleSettings
 from workers.base import Worker
 from workers.discovery import Discovery, DiscoverySettings
-from workers.health_prober import HealthProber, ProbeSettings
+from workers.health_prober import HealthProber
 from workers.store_sync import StoreSync
 from workers.strategist import Strategist, StrategistSettings
 
@@ -80,8 +80,7 @@ def build_node(
     store = store or open_store(s.mongodb_uri, database=s.database, path=s.path)
     workers: list[Worker] = [StoreSync(lb, store, interval=s.sync_interval, node_id=node_id)]
     if probe_health and config.health.enabled:
-        h = config.health
-        workers.append(HealthProber(lb, ProbeSettings(h.interval, h.timeout, h.rise, h.fall, h.http_path, h.expect_status)))
+        workers.append(HealthProber(lb, config.health))
     a = config.aws
     aws: AwsClients | None = None
     if a.enabled:
