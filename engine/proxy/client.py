@@ -23,8 +23,8 @@ from engine.accesslog import AccessRecord
 from engine.proxy.batch import Holder, send_held
 from engine.proxy.exchange import Exchange, RequestHeaders
 from engine.proxy.headers import (
-    H_CONNECTION,
     H_ALIAS,
+    H_CONNECTION,
     H_FORWARDED,
     H_HOP,
     H_HOST,
