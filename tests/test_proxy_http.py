@@ -8,7 +8,7 @@ import os
 
 import aiohttp
 import pytest
-from proxy_support import Fixture, make_proxy, raw_exchange, read_response, start_backends
+from proxy_support import Backend, Fixture, Seen, make_proxy, raw_exchange, read_response, start_backends
 
 from engine.proxy import ProxySettings
 
@@ -39,6 +39,16 @@ async def served_by(session: aiohttp.ClientSession, url: str, count: int, **kwar
             names.append(response.headers["X-Served-By"])
             await response.read()
     return names
+
+
+async def forwarded(fx: Fixture, backend: Backend, request: bytes) -> Seen:
+    """Send one raw request, check it was answered 200, and return what ``backend`` saw."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
+    writer.write(request)
+    status, _, _ = await read_response(reader)
+    writer.close()
+    assert status == 200
+    return backend.seen[-1]
 
 
 async def test_round_robin_cycles_through_servers(trio) -> None:
@@ -108,12 +118,7 @@ async def test_headers_preserved_in_order_and_case_and_hop_by_hop_removed(trio) 
         b"Proxy-Authorization: Basic abc\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n"
         b"X-Last: 2\r\n\r\n"
     )
-    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
-    writer.write(request)
-    status, _, _ = await read_response(reader)
-    writer.close()
-    assert status == 200
-    seen = backends[0].seen[-1]
+    seen = await forwarded(fx, backends[0], request)
     names = [name for name, _ in seen.headers]
     assert names[:3] == ["Host", "X-First", "x-MiXeD-Case"]
     assert names.index("X-Last") > names.index("x-MiXeD-Case")
@@ -150,12 +155,7 @@ async def test_underscore_spellings_of_forwarding_headers_are_never_forwarded(tr
     )
     if not body:
         request = request.replace(b"Content-Length: 0\r\n", b"")
-    reader, writer = await asyncio.open_connection("127.0.0.1", fx.proxy.port)
-    writer.write(request)
-    status, _, _ = await read_response(reader)
-    writer.close()
-    assert status == 200
-    seen = backends[0].seen[-1]
+    seen = await forwarded(fx, backends[0], request)
     assert seen.header("X_Other_Header") == "kept"  # other underscore names pass
     assert seen.header("X-Forwarded-For") == "127.0.0.1"
     assert seen.header("X-Forwarded-Proto") == "http"
